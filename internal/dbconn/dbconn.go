@@ -1,0 +1,100 @@
+// Package dbconn opens the connections zodan's programs use and describes
+// their errors the way psql would, without passwords.
+package dbconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+
+	"github.com/zodan-project/zodan/internal/dsn"
+)
+
+// Options tune a connection. The zero value is fine.
+type Options struct {
+	// ApplicationName shows in pg_stat_activity. Default: "zodan".
+	ApplicationName string
+	// OnNotice receives every NOTICE and WARNING as it arrives.
+	OnNotice func(*pgconn.Notice)
+	// ConnectTimeout bounds connecting when the DSN sets none. Default 10 s.
+	ConnectTimeout time.Duration
+}
+
+// Connect opens a connection from a libpq-style DSN: keyword/value or URI,
+// with PG* environment variables, .pgpass and service files honoured as
+// libpq does. Spock's AutoDDL is switched off for the session as a startup
+// parameter, so that it also survives "RESET ALL": what zodan creates on
+// one node must never be replayed on the others. Cancelling ctx while a
+// statement runs sends a cancel request, so the statement stops on the
+// server, not just in this process.
+func Connect(ctx context.Context, connString string, opts Options) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("invalid DSN: %s", dsn.Mask(err.Error()))
+	}
+	app := opts.ApplicationName
+	if app == "" {
+		app = "zodan"
+	}
+	if _, set := cfg.RuntimeParams["application_name"]; !set {
+		cfg.RuntimeParams["application_name"] = app
+	}
+	cfg.RuntimeParams["spock.enable_ddl_replication"] = "off"
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = opts.ConnectTimeout
+		if cfg.ConnectTimeout == 0 {
+			cfg.ConnectTimeout = 10 * time.Second
+		}
+	}
+	if opts.OnNotice != nil {
+		cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { opts.OnNotice(n) }
+	}
+	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		// Ask the server to cancel first; only if it does not end the
+		// statement in time does the client give up on the connection.
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, CancelRequestDelay: 0, DeadlineDelay: 5 * time.Second}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to %s: %s", dsn.Label(connString), dsn.Mask(Describe(err)))
+	}
+	return conn, nil
+}
+
+// Describe renders an error as psql would: the message, then SQLSTATE,
+// DETAIL and HINT when the server sent them. Passwords are masked.
+func Describe(err error) string {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) {
+		return dsn.Mask(err.Error())
+	}
+	var b strings.Builder
+	// err may wrap the server error with context ("installing on n1: ...").
+	if prefix, ok := strings.CutSuffix(err.Error(), pg.Error()); ok && prefix != "" {
+		b.WriteString(prefix)
+	}
+	fmt.Fprintf(&b, "%s: %s (SQLSTATE %s)", pg.Severity, pg.Message, pg.Code)
+	if pg.Detail != "" {
+		b.WriteString("\nDETAIL: " + pg.Detail)
+	}
+	if pg.Hint != "" {
+		b.WriteString("\nHINT: " + pg.Hint)
+	}
+	return dsn.Mask(b.String())
+}
+
+// SQLState is the SQLSTATE of err, or "" when it did not come from the
+// server.
+func SQLState(err error) string {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code
+	}
+	return ""
+}

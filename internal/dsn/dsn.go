@@ -1,0 +1,40 @@
+// Package dsn handles PostgreSQL connection strings for output: it never
+// lets a password through.
+package dsn
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+var (
+	// password=secret, password = 'with spaces', sslpassword=...
+	keywordPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s'&]+)`)
+	// postgresql://user:secret@host
+	uriPassword = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
+)
+
+// Mask replaces passwords in any text (a DSN, an error message, a log
+// line) with ********, in both keyword/value and URI form.
+func Mask(s string) string {
+	s = keywordPassword.ReplaceAllString(s, "${1}********")
+	return uriPassword.ReplaceAllString(s, "${1}********@")
+}
+
+// Label is a short, password-free name for where a DSN leads, such as
+// "db1.example.com:5432/app". It resolves libpq defaults (PG* variables,
+// service files) the way a connection would.
+func Label(connString string) string {
+	cfg, err := pgconn.ParseConfig(connString)
+	if err != nil {
+		return "(unparsable DSN: " + Mask(err.Error()) + ")"
+	}
+	host := cfg.Host
+	if strings.HasPrefix(host, "/") {
+		host = "socket " + host
+	}
+	return fmt.Sprintf("%s:%d/%s", host, cfg.Port, cfg.Database)
+}
