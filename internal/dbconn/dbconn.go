@@ -36,7 +36,7 @@ type Options struct {
 func Connect(ctx context.Context, connString string, opts Options) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {
-		return nil, fmt.Errorf("invalid DSN: %s", dsn.Mask(err.Error()))
+		return nil, fmt.Errorf("invalid DSN: %s", dsn.ParseError(err))
 	}
 	app := opts.ApplicationName
 	if app == "" {

@@ -3,6 +3,8 @@ package dsn
 import (
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestMaskHidesEveryPasswordForm(t *testing.T) {
@@ -55,4 +57,21 @@ func TestLabel(t *testing.T) {
 	if got := Label("host=db1 port=notanumber password=s3cret"); strings.Contains(got, "s3cret") {
 		t.Errorf("Label of a bad DSN leaks the password: %q", got)
 	}
+}
+
+func TestParseErrorNeverQuotesTheDSN(t *testing.T) {
+	bad := `host=h port=notaport password='it\'s a s3cret'`
+	for _, got := range []string{Label(bad), parseErrorOf(bad)} {
+		if strings.Contains(got, "s3cret") || strings.Contains(got, "it") && strings.Contains(got, "a s3") {
+			t.Errorf("parse error shows part of the password: %q", got)
+		}
+		if !strings.Contains(got, "port") {
+			t.Errorf("parse error does not say what is wrong: %q", got)
+		}
+	}
+}
+
+func parseErrorOf(s string) string {
+	_, err := pgconn.ParseConfig(s)
+	return ParseError(err)
 }

@@ -79,7 +79,7 @@ type State struct {
 	Schema       string
 	SchemaExists bool
 	// SpockVersion is the spock extension's version, "" when missing.
-	SpockVersion string
+	SpockVersion  string
 	ServerVersion string
 	// Version is the number of migrations applied; 0 = not installed.
 	Version int32
@@ -281,7 +281,9 @@ func (in *Installer) change(ctx context.Context, target int32, repair bool) (res
 		return res, err
 	}
 	var current string
-	m.OnStart = func(seq int32, name, direction, _ string) { current = fmt.Sprintf("%s of migration %s", direction, name) }
+	m.OnStart = func(seq int32, name, direction, _ string) {
+		current = fmt.Sprintf("%s of migration %s", direction, name)
+	}
 	if err := m.MigrateTo(ctx, target); err != nil {
 		return res, fmt.Errorf("%s failed: %w", current, err)
 	}

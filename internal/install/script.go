@@ -63,6 +63,8 @@ BEGIN;
 SELECT pg_advisory_xact_lock(%[7]d);
 
 DO $zodan$
+DECLARE
+    installed int4;
 BEGIN
 `, zodan.Version, schema, ro.Dblink, "zodan "+zodan.Version, features.ServerVersionNum/10000, render.MinSpockVersion, lockKey)
 	if schema == render.DefaultSchema {
@@ -82,20 +84,25 @@ BEGIN
         RAISE EXCEPTION 'dblink is installed in another schema than %[2]s'
             USING HINT = 'Render a script for it: zodan-install render --dblink-schema <that schema>.';
     END IF;
-    IF to_regclass(%[3]s) IS NOT NULL
-       AND (SELECT version FROM %[4]s) NOT IN (0, %[5]d) THEN
-        RAISE EXCEPTION 'zodan version %% is installed in schema %[2]s; this script installs version %[5]d',
-            (SELECT version FROM %[4]s)
-            USING HINT = 'Upgrade or downgrade with zodan-install (it knows every version), or uninstall first.';
+    -- Dynamic SQL: a static reference to a missing table fails at plan
+    -- time, before to_regclass can guard it.
+    IF to_regclass(%[3]s) IS NOT NULL THEN
+        EXECUTE 'SELECT version FROM %[4]s' INTO installed;
+        IF installed NOT IN (0, %[5]d) THEN
+            RAISE EXCEPTION 'zodan version %% is installed in schema %[6]s; this script installs version %[5]d', installed
+                USING HINT = 'Upgrade or downgrade with zodan-install (it knows every version), or uninstall first.';
+        END IF;
     END IF;
 END
 $zodan$;
 
-SELECT to_regclass(%[3]s) IS NULL OR (SELECT version FROM %[4]s) = 0 AS zodan_fresh \gset
-\if :zodan_fresh
+-- tern's version table, as zodan-install creates it, so that the check
+-- below can read it (the transaction drops it again if anything fails).
 CREATE TABLE IF NOT EXISTS %[4]s(version int4 NOT NULL PRIMARY KEY);
 INSERT INTO %[4]s(version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM %[4]s);
-`, quoteLiteral(ro.Dblink), ro.Dblink, quoteLiteral(vt), vt, latest)
+SELECT version = 0 AS zodan_fresh FROM %[4]s \gset
+\if :zodan_fresh
+`, quoteLiteral(ro.Dblink), ro.Dblink, quoteLiteral(vt), vt, latest, schema)
 	for i, mg := range m.Migrations {
 		fmt.Fprintf(&b, "\n-- migration %s\n%s\n\nUPDATE %s SET version = %d;\n", mg.Name, mg.UpSQL, vt, i+1)
 	}

@@ -82,11 +82,6 @@ var (
 		Name:  "dry-run",
 		Usage: "print the SQL each node would run, and change nothing",
 	}
-	syncTimeoutFlag = &cli.DurationFlag{
-		Name:  "sync-timeout",
-		Value: render.DefaultSyncTimeout,
-		Usage: "default for how long a wait in add_node/remove_node may go without progress (the sync_timeout argument and the spock.sync_timeout setting override it)",
-	}
 )
 
 // NewApp builds the command; tests run it in-process with their own
@@ -135,13 +130,11 @@ Example:
 			&cli.StringFlag{Name: "dblink-schema", Value: render.DefaultDblink, Usage: "schema of the dblink extension on the nodes"},
 			&cli.IntFlag{Name: "pg-version", Value: 15, Usage: "PostgreSQL major version of the nodes"},
 			&cli.StringFlag{Name: "progress-column", Value: render.DefaultFeatures().ProgressLSN, Usage: "spock.progress column with the last applied LSN (remote_lsn in Spock 5.0)"},
-			syncTimeoutFlag,
 		},
 		Action: func(c *cli.Context) error {
 			script, err := install.Script(render.Options{
-				Schema:      c.String("schema"),
-				Dblink:      c.String("dblink-schema"),
-				SyncTimeout: c.Duration("sync-timeout"),
+				Schema: c.String("schema"),
+				Dblink: c.String("dblink-schema"),
 				Features: render.Features{
 					ServerVersionNum: c.Int("pg-version") * 10000,
 					ProgressLSN:      c.String("progress-column"),
@@ -200,10 +193,10 @@ func onEachNode(c *cli.Context, work func(context.Context, *install.Installer, c
 	if err := render.ValidSchemaName(schema); err != nil {
 		return usageError("--schema: %v", err)
 	}
-	ro := render.Options{SyncTimeout: c.Duration("sync-timeout")}
-	if ro.SyncTimeout == 0 {
-		ro.SyncTimeout = render.DefaultSyncTimeout
-	}
+	// The procedures' default wait limit is fixed at render time so that
+	// every node runs byte-identical code; DBAs change it at run time
+	// with the spock.sync_timeout setting (e.g. ALTER DATABASE ... SET).
+	ro := render.Options{}
 	var failed []string
 	for o := range cluster.Each(c.Context, nodes, func(ctx context.Context, n cluster.Node) (string, error) {
 		conn, err := dbconn.Connect(ctx, n.DSN, dbconn.Options{ApplicationName: "zodan-install"})
@@ -273,7 +266,7 @@ func installCommand() *cli.Command {
 		Description: `Examples:
    zodan-install install --dsn 'host=db1 dbname=app' --dsn 'host=db2 dbname=app'
    zodan-install install --dsn 'postgresql://admin@db1/app' --cluster --dry-run`,
-		Flags: nodeFlags(dryRunFlag, syncTimeoutFlag),
+		Flags: nodeFlags(dryRunFlag),
 		Action: func(c *cli.Context) error {
 			return onEachNode(c, func(ctx context.Context, in *install.Installer, _ cluster.Node) (string, error) {
 				if c.Bool("dry-run") {
@@ -316,7 +309,7 @@ func migrateCommand(name, usage string, up bool) *cli.Command {
 		Usage: usage,
 		Description: fmt.Sprintf(`Example:
    zodan-install %s --to 1 --dsn 'host=db1 dbname=app' --cluster`, name),
-		Flags: nodeFlags(&cli.IntFlag{Name: "to", Required: true, Usage: "version to move to (0 removes everything)"}, dryRunFlag, syncTimeoutFlag),
+		Flags: nodeFlags(&cli.IntFlag{Name: "to", Required: true, Usage: "version to move to (0 removes everything)"}, dryRunFlag),
 		Action: func(c *cli.Context) error {
 			to := int32(c.Int("to"))
 			if to < 0 || to > install.Latest() {

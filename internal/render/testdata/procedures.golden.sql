@@ -1,0 +1,2660 @@
+-- ===========================================================================
+-- zodan 1.0.0: add_node, remove_node and health_check for pgEdge Spock
+-- clusters, with their helpers, in schema zodan_ci.
+--
+-- Rendered for PostgreSQL 17 (slots with failover),
+-- Spock 5.0.9 or later (progress column remote_commit_lsn),
+-- dblink in schema ext, default sync timeout 90 s.
+--
+-- Do not edit: generated from templates/*.sql.tmpl.
+-- ===========================================================================
+-- ---------------------------------------------------------------------------
+-- Connection strings.
+--
+-- DSNs reach these procedures as text and often carry a password. Nothing
+-- here ever echoes a DSN as given: messages show zodan_dsn_display(), which
+-- is rebuilt from a real parse and leaves secrets out. The parser follows
+-- libpq's rules for both forms (keyword/value with quoting and backslash
+-- escapes, and postgresql:// URIs with percent-encoding), because a regex
+-- over the raw text gets "dbname = 'my db'" and URIs wrong.
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION zodan_ci.zodan_uri_decode(s text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    bytes bytea := '';
+    i int := 1;
+    n int := length(s);
+    c text;
+BEGIN
+    -- Percent-decoding works on bytes: %C3%A9 is one UTF-8 character.
+    WHILE i <= n LOOP
+        c := substr(s, i, 1);
+        IF c = '%' THEN
+            IF i + 2 > n OR substr(s, i + 1, 2) !~ '^[0-9A-Fa-f]{2}$' THEN
+                RAISE EXCEPTION 'invalid connection URI: bad percent-encoding'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            bytes := bytes || decode(substr(s, i + 1, 2), 'hex');
+            i := i + 3;
+        ELSE
+            bytes := bytes || convert_to(c, 'UTF8');
+            i := i + 1;
+        END IF;
+    END LOOP;
+    RETURN convert_from(bytes, 'UTF8');
+END;
+$fn$;
+
+CREATE FUNCTION zodan_ci.zodan_conninfo(dsn text)
+RETURNS TABLE (keyword text, value text)
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    m text[];
+    userinfo text;
+    hostlist text;
+    hostpart text;
+    hosts text[] := '{}';
+    ports text[] := '{}';
+    param text;
+    i int;
+    n int;
+    c text;
+    k text;
+    v text;
+BEGIN
+    IF dsn ~* '^postgres(ql)?://' THEN
+        -- scheme://[userinfo@][hostlist][/dbname][?params]
+        m := regexp_match(dsn, '^postgres(?:ql)?://(?:([^@/?]*)@)?([^/?]*)(?:/([^?]*))?(?:\?(.*))?$', 'i');
+        IF m IS NULL THEN
+            RAISE EXCEPTION 'invalid connection URI' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        userinfo := m[1];
+        IF userinfo IS NOT NULL AND userinfo <> '' THEN
+            IF position(':' IN userinfo) > 0 THEN
+                keyword := 'user'; value := zodan_ci.zodan_uri_decode(split_part(userinfo, ':', 1)); RETURN NEXT;
+                keyword := 'password'; value := zodan_ci.zodan_uri_decode(substr(userinfo, position(':' IN userinfo) + 1)); RETURN NEXT;
+            ELSE
+                keyword := 'user'; value := zodan_ci.zodan_uri_decode(userinfo); RETURN NEXT;
+            END IF;
+        END IF;
+        hostlist := m[2];
+        IF hostlist <> '' THEN
+            FOREACH hostpart IN ARRAY string_to_array(hostlist, ',') LOOP
+                IF hostpart ~ '^\[' THEN
+                    -- [ipv6]:port
+                    hosts := hosts || substring(hostpart FROM '^\[([^\]]*)\]');
+                    ports := ports || coalesce(substring(hostpart FROM '^\[[^\]]*\]:(.*)$'), '');
+                ELSE
+                    hosts := hosts || zodan_ci.zodan_uri_decode(split_part(hostpart, ':', 1));
+                    ports := ports || CASE WHEN position(':' IN hostpart) > 0
+                                           THEN substr(hostpart, position(':' IN hostpart) + 1) ELSE '' END;
+                END IF;
+            END LOOP;
+            IF array_to_string(hosts, '') <> '' THEN
+                keyword := 'host'; value := array_to_string(hosts, ','); RETURN NEXT;
+            END IF;
+            IF array_to_string(ports, '') <> '' THEN
+                keyword := 'port'; value := array_to_string(ports, ','); RETURN NEXT;
+            END IF;
+        END IF;
+        IF m[3] IS NOT NULL AND m[3] <> '' THEN
+            keyword := 'dbname'; value := zodan_ci.zodan_uri_decode(m[3]); RETURN NEXT;
+        END IF;
+        IF m[4] IS NOT NULL AND m[4] <> '' THEN
+            FOREACH param IN ARRAY string_to_array(m[4], '&') LOOP
+                IF position('=' IN param) = 0 THEN
+                    RAISE EXCEPTION 'invalid connection URI: parameter without "="'
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                keyword := zodan_ci.zodan_uri_decode(split_part(param, '=', 1));
+                value := zodan_ci.zodan_uri_decode(substr(param, position('=' IN param) + 1));
+                RETURN NEXT;
+            END LOOP;
+        END IF;
+        RETURN;
+    END IF;
+
+    -- keyword = value pairs, as libpq's conninfo_parse reads them.
+    i := 1;
+    n := length(dsn);
+    LOOP
+        WHILE i <= n AND substr(dsn, i, 1) ~ '\s' LOOP i := i + 1; END LOOP;
+        EXIT WHEN i > n;
+        k := '';
+        WHILE i <= n AND substr(dsn, i, 1) !~ '[\s=]' LOOP
+            k := k || substr(dsn, i, 1);
+            i := i + 1;
+        END LOOP;
+        WHILE i <= n AND substr(dsn, i, 1) ~ '\s' LOOP i := i + 1; END LOOP;
+        IF i > n OR substr(dsn, i, 1) <> '=' THEN
+            RAISE EXCEPTION 'invalid connection string: missing "=" after "%"', k
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        i := i + 1;
+        WHILE i <= n AND substr(dsn, i, 1) ~ '\s' LOOP i := i + 1; END LOOP;
+        v := '';
+        IF i <= n AND substr(dsn, i, 1) = '''' THEN
+            i := i + 1;
+            LOOP
+                IF i > n THEN
+                    -- The value may be a password: name only the keyword.
+                    RAISE EXCEPTION 'invalid connection string: unterminated quoted value for "%"', k
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                c := substr(dsn, i, 1);
+                IF c = '\' AND i < n THEN
+                    v := v || substr(dsn, i + 1, 1);
+                    i := i + 2;
+                ELSIF c = '''' THEN
+                    i := i + 1;
+                    EXIT;
+                ELSE
+                    v := v || c;
+                    i := i + 1;
+                END IF;
+            END LOOP;
+        ELSE
+            WHILE i <= n AND substr(dsn, i, 1) !~ '\s' LOOP
+                c := substr(dsn, i, 1);
+                IF c = '\' AND i < n THEN
+                    v := v || substr(dsn, i + 1, 1);
+                    i := i + 2;
+                ELSE
+                    v := v || c;
+                    i := i + 1;
+                END IF;
+            END LOOP;
+        END IF;
+        keyword := k;
+        value := v;
+        RETURN NEXT;
+    END LOOP;
+END;
+$fn$;
+
+COMMENT ON FUNCTION zodan_ci.zodan_conninfo(text) IS
+    'zodan: parses a libpq connection string (keyword/value or URI) into keyword/value rows; later keywords override earlier ones, as in libpq';
+
+-- The value libpq would use for keyword: the last occurrence wins.
+CREATE FUNCTION zodan_ci.zodan_dsn_get(dsn text, key text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT value FROM (
+        SELECT value, row_number() OVER () AS pos
+          FROM zodan_ci.zodan_conninfo(dsn)
+         WHERE keyword = key
+    ) kv
+    ORDER BY pos DESC
+    LIMIT 1;
+$fn$;
+
+-- The database a DSN names, or NULL when it leaves that to libpq's defaults.
+CREATE FUNCTION zodan_ci.zodan_dsn_dbname(dsn text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT zodan_ci.zodan_dsn_get(dsn, 'dbname');
+$fn$;
+
+-- A DSN that is safe to print: host, port, dbname and user only.
+CREATE FUNCTION zodan_ci.zodan_dsn_display(dsn text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    parts text[] := '{}';
+    key text;
+    val text;
+BEGIN
+    IF dsn IS NULL THEN
+        RETURN '(no DSN)';
+    END IF;
+    FOREACH key IN ARRAY ARRAY['host', 'hostaddr', 'port', 'dbname', 'user', 'service'] LOOP
+        val := zodan_ci.zodan_dsn_get(dsn, key);
+        IF val IS NOT NULL AND val <> '' THEN
+            parts := parts || format('%s=%s', key, val);
+        END IF;
+    END LOOP;
+    IF cardinality(parts) = 0 THEN
+        RETURN '(DSN with defaults only)';
+    END IF;
+    RETURN array_to_string(parts, ' ');
+EXCEPTION WHEN invalid_parameter_value THEN
+    RETURN '(unparsable DSN)';
+END;
+$fn$;
+
+-- dsn with keyword=value added unless the DSN already sets that keyword.
+-- Used to bound connection attempts (connect_timeout) without overriding
+-- what the DBA chose.
+CREATE FUNCTION zodan_ci.zodan_dsn_with_default(dsn text, key text, val text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF zodan_ci.zodan_dsn_get(dsn, key) IS NOT NULL THEN
+        RETURN dsn;
+    END IF;
+    IF dsn ~* '^postgres(ql)?://' THEN
+        RETURN dsn || CASE WHEN position('?' IN dsn) > 0 THEN '&' ELSE '?' END
+                   || format('%s=%s', key, val);
+    END IF;
+    RETURN dsn || format(' %s=%s', key, quote_literal(val));
+END;
+$fn$;
+
+-- Hides passwords in any text: keyword form (password=..., quoted or not,
+-- sslpassword too) and URI form (scheme://user:secret@). Applied to every
+-- message that carries text from elsewhere (remote errors, libpq details).
+CREATE FUNCTION zodan_ci.zodan_redact(msg text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT regexp_replace(
+               regexp_replace(msg,
+                   '(password\s*=\s*)(''(?:[^''\\]|\\.)*''?|\S+)', '\1********', 'gi'),
+               '(://[^:/@\s]*:)[^@\s]*@', '\1********@', 'g');
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- Talking to nodes.
+--
+-- Every statement zodan runs on a node, the local one included, goes
+-- through a named dblink connection "zodan/<node name>" opened by
+-- zodan_connect. Three reasons:
+--   * each remote statement commits on its own, so a failure here never
+--     rolls back half of what a node did, and cleanup knows what exists;
+--   * the procedure's own transaction writes nothing, so it never holds an
+--     xid: logical slot creation on this node (by a peer subscribing to it)
+--     waits for every transaction holding one, and would wait for us;
+--   * errors are re-raised naming the node, never the DSN.
+-- The helpers below are the only callers of dblink.
+-- ---------------------------------------------------------------------------
+
+-- Seconds that one wait may go without progress: the argument if given,
+-- else the spock.sync_timeout setting (seconds, or any interval such as
+-- '2h'), else 90.
+CREATE FUNCTION zodan_ci.zodan_sync_timeout(requested interval DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    setting text := nullif(btrim(current_setting('spock.sync_timeout', true)), '');
+    secs numeric;
+BEGIN
+    IF requested IS NOT NULL THEN
+        secs := extract(epoch FROM requested);
+        IF secs <= 0 THEN
+            RAISE EXCEPTION 'sync_timeout must be positive, got %', requested
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN ceil(secs)::integer;
+    END IF;
+    IF setting IS NOT NULL AND setting <> '0' THEN
+        BEGIN
+            IF setting ~ '^\d+$' THEN
+                secs := setting::numeric;
+            ELSE
+                secs := extract(epoch FROM setting::interval);
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'spock.sync_timeout is set to "%", which is neither seconds nor an interval', setting
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use e.g. SET spock.sync_timeout = ''1800'' or ''30min''.';
+        END;
+        IF secs > 0 THEN
+            RETURN ceil(secs)::integer;
+        END IF;
+    END IF;
+    RETURN 90;
+END;
+$fn$;
+
+CREATE FUNCTION zodan_ci.zodan_conn(node text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT 'zodan/' || node $fn$;
+
+CREATE FUNCTION zodan_ci.zodan_connected(node text)
+RETURNS boolean
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT coalesce(zodan_ci.zodan_conn(node) = ANY (ext.dblink_get_connections()), false);
+$fn$;
+
+-- Opens the connection to node. app becomes its application_name, which is
+-- how a DBA (and a refused second operation) can tell zodan's sessions in
+-- pg_stat_activity. timeout_s bounds each remote statement.
+CREATE FUNCTION zodan_ci.zodan_connect(node text, dsn text, app text, timeout_s integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    conn text := zodan_ci.zodan_conn(node);
+    st text;
+    msg text;
+    det text;
+BEGIN
+    IF dsn IS NULL OR btrim(dsn) = '' THEN
+        RAISE EXCEPTION 'no DSN known for node %', node
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF zodan_ci.zodan_connected(node) THEN
+        PERFORM ext.dblink_disconnect(conn);
+    END IF;
+    BEGIN
+        PERFORM ext.dblink_connect(conn, zodan_ci.zodan_dsn_with_default(dsn, 'connect_timeout', '10'));
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+        RAISE EXCEPTION 'cannot connect to node % (%)', node, zodan_ci.zodan_dsn_display(dsn)
+            USING ERRCODE = st,
+                  DETAIL = zodan_ci.zodan_redact(coalesce(nullif(det, ''), msg)),
+                  HINT = format('Check that node %s is running and accepts connections from this host with that DSN (pg_hba.conf, .pgpass).', node);
+    END;
+    -- The session never logs statement text: statements carry DSNs.
+    -- AutoDDL stays off so nothing zodan does on one node is replayed on
+    -- others. Keepalives let a node notice a vanished coordinator and
+    -- release the cluster lock within seconds.
+    PERFORM ext.dblink_exec(conn, format(
+        'SET application_name = %L; SET statement_timeout = %L; SET lock_timeout = %L; '
+        'SET idle_in_transaction_session_timeout = 0; '
+        'SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; '
+        'SET spock.enable_ddl_replication = off; SET spock.include_ddl_repset = off',
+        left(app, 63), timeout_s || 's', timeout_s || 's'));
+    PERFORM * FROM ext.dblink(conn,
+        'SELECT set_config(''log_statement'', ''none'', false), set_config(''log_min_error_statement'', ''panic'', false)
+           FROM pg_roles WHERE rolname = current_user AND rolsuper') AS t(a text, b text);
+END;
+$fn$;
+
+CREATE FUNCTION zodan_ci.zodan_disconnect(node text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF zodan_ci.zodan_connected(node) THEN
+        PERFORM ext.dblink_disconnect(zodan_ci.zodan_conn(node));
+    END IF;
+END;
+$fn$;
+
+-- Closes every zodan connection of this session, including ones a failed
+-- earlier CALL in the same session left open.
+CREATE FUNCTION zodan_ci.zodan_disconnect_all()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    c text;
+BEGIN
+    FOREACH c IN ARRAY coalesce(ext.dblink_get_connections(), '{}') LOOP
+        IF c LIKE 'zodan/%' THEN
+            PERFORM ext.dblink_disconnect(c);
+        END IF;
+    END LOOP;
+END;
+$fn$;
+
+-- Runs a statement on node: a command, or a query whose rows are read
+-- and discarded (Spock's API is made of functions called with SELECT).
+-- Errors keep the remote SQLSTATE, detail and hint, and gain the node's
+-- name.
+CREATE FUNCTION zodan_ci.zodan_exec(node text, sql text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    st text; msg text; det text; hnt text;
+BEGIN
+    IF sql ~* '^\s*(SELECT|WITH)\M' THEN
+        -- Volatile calls in a subquery's target list are always evaluated.
+        PERFORM * FROM ext.dblink(zodan_ci.zodan_conn(node),
+                                          format('SELECT count(*) FROM (%s) AS q', sql)) AS r(n bigint);
+    ELSE
+        PERFORM ext.dblink_exec(zodan_ci.zodan_conn(node), sql);
+    END IF;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+    RAISE EXCEPTION 'on node %: %', node, zodan_ci.zodan_redact(msg)
+        USING ERRCODE = st, DETAIL = zodan_ci.zodan_redact(coalesce(det, '')), HINT = coalesce(hnt, '');
+END;
+$fn$;
+
+-- Runs a query on node and returns its rows as jsonb objects (column name
+-- to value), so callers need no column definition list per query.
+CREATE FUNCTION zodan_ci.zodan_query(node text, sql text)
+RETURNS SETOF jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    st text; msg text; det text; hnt text;
+BEGIN
+    RETURN QUERY
+        SELECT r.j
+          FROM ext.dblink(zodan_ci.zodan_conn(node),
+                             format('SELECT to_jsonb(q) FROM (%s) AS q', sql)) AS r(j jsonb);
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+    RAISE EXCEPTION 'on node %: %', node, zodan_ci.zodan_redact(msg)
+        USING ERRCODE = st, DETAIL = zodan_ci.zodan_redact(coalesce(det, '')), HINT = coalesce(hnt, '');
+END;
+$fn$;
+
+-- First column of the first row of a query on node, as text.
+CREATE FUNCTION zodan_ci.zodan_value(node text, sql text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v text;
+    st text; msg text; det text; hnt text;
+BEGIN
+    SELECT r.v INTO v FROM ext.dblink(zodan_ci.zodan_conn(node), sql) AS r(v text) LIMIT 1;
+    RETURN v;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+    RAISE EXCEPTION 'on node %: %', node, zodan_ci.zodan_redact(msg)
+        USING ERRCODE = st, DETAIL = zodan_ci.zodan_redact(coalesce(det, '')), HINT = coalesce(hnt, '');
+END;
+$fn$;
+
+-- Whether the node's connection still works (a node that restarted drops
+-- it). Never raises.
+CREATE FUNCTION zodan_ci.zodan_alive(node text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT zodan_ci.zodan_connected(node) THEN
+        RETURN false;
+    END IF;
+    PERFORM zodan_ci.zodan_value(node, 'SELECT 1');
+    RETURN true;
+EXCEPTION WHEN OTHERS THEN
+    RETURN false;
+END;
+$fn$;
+
+-- The cluster lock: a session-level advisory lock on every node, held by
+-- the operation's connection to that node. It needs nothing installed on
+-- the node, it cannot outlive the coordinator (its connections close with
+-- it), and whoever holds it is visible in pg_locks/pg_stat_activity.
+-- Returns NULL when taken, else a description of the holder.
+CREATE FUNCTION zodan_ci.zodan_try_lock(node text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    holder jsonb;
+BEGIN
+    IF zodan_ci.zodan_value(node, 'SELECT pg_try_advisory_lock(2054120545, 1)')::boolean THEN
+        RETURN NULL;
+    END IF;
+    SELECT j INTO holder FROM zodan_ci.zodan_query(node,
+        'SELECT a.application_name AS app, a.backend_start AS since,
+                coalesce(host(a.client_addr), ''local socket'') AS client
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = ''advisory'' AND l.classid = 2054120545
+            AND l.objid = 1 AND l.objsubid = 2 AND l.granted
+          LIMIT 1') AS j;
+    IF holder IS NULL THEN
+        RETURN 'another session (it finished while we looked)';
+    END IF;
+    RETURN format('%s, holding node %s since %s (connected from %s)',
+                  CASE WHEN holder->>'app' LIKE 'zodan %' THEN substr(holder->>'app', 7)
+                       ELSE coalesce(nullif(holder->>'app', ''), 'an unnamed session') END,
+                  node,
+                  to_char((holder->>'since')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                  holder->>'client');
+END;
+$fn$;
+
+-- Database name of node as the server reports it (libpq defaults,
+-- services and URIs all resolved).
+CREATE FUNCTION zodan_ci.zodan_remote_dbname(node text)
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT zodan_ci.zodan_value(node, 'SELECT current_database()') $fn$;
+
+-- Sleeps between polls: short at first, so fast operations stay fast, then
+-- at most one second. pg_sleep is interruptible, so a cancel lands here.
+CREATE FUNCTION zodan_ci.zodan_backoff(attempt integer)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT pg_sleep(least(1.0, 0.02 * power(1.6, least(attempt, 20)))) $fn$;
+
+-- ---------------------------------------------------------------------------
+-- Operations: progress messages, phases and the journal.
+--
+-- An operation (one add_node or remove_node CALL) is described by a jsonb
+-- context built by zodan_op_begin:
+--   op        journal id          kind    'add_node' | 'remove_node'
+--   target    node added/removed  local   node whose connection journals
+--   verbose   detail wanted?      timeout seconds a wait may stall
+-- The journal (zodan_operation, zodan_operation_phase) lives on the node
+-- that runs the CALL and is written through that node's own zodan
+-- connection, so other sessions see progress as it happens and the record
+-- survives the CALL failing.
+--
+-- NOTICEs carry SQLSTATEs of class ZD so that programs (the zodan CLI) can
+-- tell progress events apart without parsing prose; psql shows only the
+-- text:
+--   ZD001 phase started   ZD002 phase done     ZD003 phase skipped
+--   ZD004 still waiting   ZD005 report line    ZD006 progress message
+--   ZD009 verbose detail
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION zodan_ci.zodan_say(ctx jsonb, code text, msg text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    line text := format('[%s %s] %s', ctx->>'kind', ctx->>'target', msg);
+BEGIN
+    IF code = 'WARNING' THEN
+        RAISE WARNING USING MESSAGE = line, ERRCODE = 'ZD010';
+    ELSE
+        RAISE NOTICE USING MESSAGE = line, ERRCODE = code;
+    END IF;
+    IF ctx ? 'op' AND code <> 'ZD009' THEN
+        PERFORM zodan_ci.zodan_journal(ctx, format(
+            'UPDATE zodan_ci.zodan_operation SET last_message = %L, last_message_at = clock_timestamp() WHERE op_id = %s',
+            msg, ctx->>'op'));
+    END IF;
+END;
+$fn$;
+
+CREATE FUNCTION zodan_ci.zodan_info(ctx jsonb, msg text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT zodan_ci.zodan_say(ctx, 'ZD006', msg) $fn$;
+
+CREATE FUNCTION zodan_ci.zodan_detail(ctx jsonb, msg text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF (ctx->>'verbose')::boolean THEN
+        PERFORM zodan_ci.zodan_say(ctx, 'ZD009', '  ' || msg);
+    END IF;
+END;
+$fn$;
+
+CREATE FUNCTION zodan_ci.zodan_warn(ctx jsonb, msg text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT zodan_ci.zodan_say(ctx, 'WARNING', msg) $fn$;
+
+-- Writes to the journal. A journal that cannot be written must not fail
+-- the operation it describes, so errors become a WARNING.
+CREATE FUNCTION zodan_ci.zodan_journal(ctx jsonb, sql text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM zodan_ci.zodan_exec(ctx->>'local', sql);
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'zodan: could not update the operation journal: %', SQLERRM;
+END;
+$fn$;
+
+CREATE FUNCTION zodan_ci.zodan_seconds(since timestamptz)
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT to_char(extract(epoch FROM clock_timestamp() - since), 'FM999999990.00') || ' s'
+$fn$;
+
+-- Announces phase no of total and journals it. Returns its start time,
+-- which zodan_phase_done needs.
+CREATE FUNCTION zodan_ci.zodan_phase_begin(ctx jsonb, no integer, total integer, phase text, what text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t timestamptz := clock_timestamp();
+BEGIN
+    PERFORM zodan_ci.zodan_journal(ctx, format(
+        'UPDATE zodan_ci.zodan_operation SET phase = %L, phase_started_at = %L WHERE op_id = %s;
+         INSERT INTO zodan_ci.zodan_operation_phase (op_id, phase_no, phase, started_at)
+         VALUES (%s, %s, %L, %L) ON CONFLICT (op_id, phase_no) DO NOTHING',
+        phase, t, ctx->>'op', ctx->>'op', no, phase, t));
+    PERFORM zodan_ci.zodan_say(ctx, 'ZD001', format('phase %s/%s %s: %s', no, total, phase, what));
+    RETURN t;
+END;
+$fn$;
+
+CREATE FUNCTION zodan_ci.zodan_phase_done(ctx jsonb, no integer, total integer, phase text, started timestamptz,
+                                         outcome text DEFAULT 'done')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM zodan_ci.zodan_journal(ctx, format(
+        'UPDATE zodan_ci.zodan_operation_phase SET finished_at = clock_timestamp(), outcome = %L
+          WHERE op_id = %s AND phase_no = %s',
+        outcome, ctx->>'op', no));
+    PERFORM zodan_ci.zodan_say(ctx, CASE outcome WHEN 'skipped' THEN 'ZD003' ELSE 'ZD002' END,
+        format('phase %s/%s %s: %s in %s', no, total, phase, outcome, zodan_ci.zodan_seconds(started)));
+END;
+$fn$;
+
+-- Marks the running phase as failed in the journal (the error itself is
+-- recorded by zodan_op_end).
+CREATE FUNCTION zodan_ci.zodan_phase_failed(ctx jsonb)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT zodan_ci.zodan_journal(ctx, format(
+        'UPDATE zodan_ci.zodan_operation_phase SET finished_at = clock_timestamp(), outcome = ''failed''
+          WHERE op_id = %s AND finished_at IS NULL', ctx->>'op'));
+$fn$;
+
+-- Starts an operation: opens the connection to the node running the CALL
+-- (local_dsn must lead back to this very database), takes the cluster lock
+-- there, and opens the journal record. Returns the context.
+CREATE FUNCTION zodan_ci.zodan_op_begin(kind text, target text, source text, local_node text, local_dsn text,
+                                       be_verbose boolean, sync_timeout interval, details jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    ctx jsonb;
+    timeout_s integer := zodan_ci.zodan_sync_timeout(sync_timeout);
+    remote jsonb;
+    holder text;
+    op bigint;
+BEGIN
+    ctx := jsonb_build_object('kind', kind, 'target', target, 'local', local_node,
+                              'verbose', coalesce(be_verbose, false), 'timeout', timeout_s);
+    PERFORM zodan_ci.zodan_disconnect_all();
+    PERFORM zodan_ci.zodan_connect(local_node, local_dsn, format('zodan %s %s', kind, target), timeout_s);
+
+    SELECT j INTO remote FROM zodan_ci.zodan_query(local_node,
+        'SELECT (SELECT system_identifier FROM pg_control_system())::text AS sysid,
+                current_database() AS db') AS j;
+    IF remote->>'sysid' <> (SELECT system_identifier FROM pg_control_system())::text
+       OR remote->>'db' <> current_database() THEN
+        RAISE EXCEPTION '% must run on node %, but the DSN given for % leads to another database (%)',
+                        kind, local_node, local_node, zodan_ci.zodan_dsn_display(local_dsn)
+            USING ERRCODE = 'ZDC01',
+                  HINT = format('Connect to node %s''s database and run the CALL there, with a DSN that leads back to it.', local_node);
+    END IF;
+
+    holder := zodan_ci.zodan_try_lock(local_node);
+    IF holder IS NOT NULL THEN
+        RAISE EXCEPTION 'another zodan operation is running: %', holder
+            USING ERRCODE = 'lock_not_available',
+                  HINT = 'Wait for it to finish; SELECT * FROM zodan_ci.zodan_operations on the node that runs it shows its progress. A crashed operation releases the lock as soon as its connections close.';
+    END IF;
+
+    op := zodan_ci.zodan_value(local_node, format(
+        'INSERT INTO zodan_ci.zodan_operation (kind, node_name, source_node, coordinator_pid, coordinator_started, details)
+         VALUES (%L, %L, %L, %s, %L, %L) RETURNING op_id',
+        kind, target, source, pg_backend_pid(),
+        (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()), details))::bigint;
+    ctx := ctx || jsonb_build_object('op', op, 'app', format('zodan %s %s (op %s on %s)', kind, target, op, local_node));
+    PERFORM zodan_ci.zodan_exec(local_node, format('SET application_name = %L', left(ctx->>'app', 63)));
+    RETURN ctx;
+END;
+$fn$;
+
+-- Connects to a cluster node for the operation and takes the cluster lock
+-- there. Fails naming the operation that holds it.
+CREATE FUNCTION zodan_ci.zodan_join(ctx jsonb, node text, dsn text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    holder text;
+BEGIN
+    PERFORM zodan_ci.zodan_connect(node, dsn, ctx->>'app', (ctx->>'timeout')::integer);
+    holder := zodan_ci.zodan_try_lock(node);
+    IF holder IS NOT NULL THEN
+        RAISE EXCEPTION 'another zodan operation is running: %', holder
+            USING ERRCODE = 'lock_not_available',
+                  HINT = 'Only one add_node or remove_node runs per cluster at a time. Wait for it to finish; SELECT * FROM zodan_ci.zodan_operations on the node that runs it shows its progress.';
+    END IF;
+END;
+$fn$;
+
+-- Records facts about the operation (never DSNs) for a later cleanup.
+CREATE FUNCTION zodan_ci.zodan_op_note(ctx jsonb, facts jsonb)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT zodan_ci.zodan_journal(ctx, format(
+        'UPDATE zodan_ci.zodan_operation SET details = details || %L::jsonb WHERE op_id = %s',
+        facts, ctx->>'op'));
+$fn$;
+
+CREATE FUNCTION zodan_ci.zodan_op_end(ctx jsonb, state text, error text DEFAULT NULL, cleanup text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF ctx IS NULL OR NOT ctx ? 'op' THEN
+        RETURN;
+    END IF;
+    PERFORM zodan_ci.zodan_journal(ctx, format(
+        'UPDATE zodan_ci.zodan_operation
+            SET state = %L, finished_at = clock_timestamp(), error = %L, cleanup = %L, phase = NULL
+          WHERE op_id = %s',
+        state, error, cleanup, ctx->>'op'));
+END;
+$fn$;
+
+-- Operations recorded as running on this node whose coordinating session
+-- is gone: a crash, a killed backend or a restart ended them mid-way.
+-- Oldest first. They stay 'running' in the journal (the view shows them as
+-- interrupted) until zodan_close_interrupted records their cleanup, so a
+-- cleanup that fails is tried again next time.
+CREATE FUNCTION zodan_ci.zodan_interrupted(ctx jsonb)
+RETURNS SETOF jsonb
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT j FROM zodan_ci.zodan_query(ctx->>'local', format(
+        'SELECT o.op_id, o.kind, o.node_name, o.source_node, o.started_at, o.phase, o.details
+           FROM zodan_ci.zodan_operation o
+          WHERE o.state = ''running'' AND o.op_id <> %s
+            AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                             WHERE a.pid = o.coordinator_pid
+                               AND a.backend_start = o.coordinator_started)',
+        ctx->>'op')) AS j
+    ORDER BY (j->>'op_id')::bigint;
+$fn$;
+
+CREATE FUNCTION zodan_ci.zodan_close_interrupted(ctx jsonb, op_id bigint, cleanup text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT zodan_ci.zodan_journal(ctx, format(
+        'UPDATE zodan_ci.zodan_operation
+            SET state = ''interrupted'', finished_at = coalesce(last_message_at, started_at), phase = NULL,
+                cleanup = %L
+          WHERE op_id = %s', cleanup, op_id));
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- Waiting for the cluster.
+--
+-- Every wait polls the state it waits for; none sleeps a fixed time. The
+-- limit is on stalling, not on duration: a wait fails once what it watches
+-- has not moved for the operation's timeout (sync_timeout), so a copy that
+-- takes hours but keeps moving is fine, and a stuck one fails with the
+-- last state seen. Waits report every 30 seconds so a DBA sees where the
+-- operation is.
+-- ---------------------------------------------------------------------------
+
+-- Polls probe (a query returning one pg_lsn, or no row) on node until it
+-- returns target or later. Returns the LSN reached.
+CREATE FUNCTION zodan_ci.zodan_wait_lsn(ctx jsonb, node text, probe text, target pg_lsn, what text)
+RETURNS pg_lsn
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    seen pg_lsn;
+    last pg_lsn;
+    started timestamptz := clock_timestamp();
+    moved timestamptz := clock_timestamp();
+    reported timestamptz := clock_timestamp();
+    limit_s integer := (ctx->>'timeout')::integer;
+    i integer := 0;
+BEGIN
+    LOOP
+        seen := zodan_ci.zodan_value(node, probe)::pg_lsn;
+        EXIT WHEN seen >= target;
+        IF seen IS DISTINCT FROM last THEN
+            last := seen;
+            moved := clock_timestamp();
+        END IF;
+        IF clock_timestamp() - moved > make_interval(secs => limit_s) THEN
+            RAISE EXCEPTION 'timed out waiting for %: no progress for % s (reached %, waiting for %)',
+                            what, limit_s, coalesce(seen::text, 'nothing yet'), target
+                USING ERRCODE = 'ZDT01',
+                      HINT = format('Check replication on node %s (SELECT * FROM spock.sub_show_status()); to allow longer stalls, pass sync_timeout => ''30 min'' or SET spock.sync_timeout.', node);
+        END IF;
+        IF clock_timestamp() - reported > interval '30 seconds' THEN
+            PERFORM zodan_ci.zodan_say(ctx, 'ZD004', format('still waiting for %s: at %s of %s after %s',
+                                                           what, coalesce(seen::text, 'nothing yet'), target,
+                                                           zodan_ci.zodan_seconds(started)));
+            reported := clock_timestamp();
+        END IF;
+        PERFORM zodan_ci.zodan_backoff(i);
+        i := i + 1;
+    END LOOP;
+    PERFORM zodan_ci.zodan_detail(ctx, format('%s: reached %s (needed %s) in %s', what, seen, target, zodan_ci.zodan_seconds(started)));
+    RETURN seen;
+END;
+$fn$;
+
+-- Probe for zodan_wait_lsn: how far node has applied origin's changes, by
+-- the replication origin of node's subscription from origin. This is what
+-- has been committed locally, not merely received.
+CREATE FUNCTION zodan_ci.zodan_applied_probe(origin text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT format(
+        'SELECT os.remote_lsn FROM spock.subscription s
+           JOIN spock.node o ON o.node_id = s.sub_origin
+           JOIN pg_replication_origin_status os ON os.external_id = s.sub_slot_name
+          WHERE o.node_name = %L', origin);
+$fn$;
+
+-- Probe for zodan_wait_lsn: how far node has applied origin's changes by
+-- node's spock.progress, the record that an initial copy taken from node
+-- carries to the new node.
+CREATE FUNCTION zodan_ci.zodan_progress_probe(origin text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT format(
+        'SELECT p.remote_commit_lsn FROM spock.progress p
+           JOIN spock.node o ON o.node_id = p.remote_node_id
+          WHERE p.node_id = (SELECT node_id FROM spock.local_node) AND o.node_name = %L', origin);
+$fn$;
+
+-- Emits a sync event on each of origins (a transactional one, so it ends
+-- in a commit that every subscriber's apply progress must pass), then
+-- waits until each of subscribers has applied the events of every other
+-- origin. All events go out before the first wait, so the waits overlap.
+-- Returns the events' LSNs by origin.
+CREATE FUNCTION zodan_ci.zodan_sync(ctx jsonb, origins text[], subscribers text[])
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    lsns jsonb := '{}';
+    origin text;
+    sub text;
+BEGIN
+    FOREACH origin IN ARRAY origins LOOP
+        lsns := lsns || jsonb_build_object(origin, zodan_ci.zodan_value(origin, 'SELECT spock.sync_event(true)'));
+    END LOOP;
+    FOREACH origin IN ARRAY origins LOOP
+        FOREACH sub IN ARRAY subscribers LOOP
+            CONTINUE WHEN sub = origin;
+            PERFORM zodan_ci.zodan_wait_lsn(ctx, sub, zodan_ci.zodan_applied_probe(origin), (lsns->>origin)::pg_lsn,
+                                          format('%s to apply %s''s changes up to %s', sub, origin, lsns->>origin));
+        END LOOP;
+    END LOOP;
+    RETURN lsns;
+END;
+$fn$;
+
+-- Waits until every subscription on each of nodes is replicating. A
+-- subscription that is disabled fails at once; one that is down (its
+-- worker not running) is waited for, since workers restart, and named
+-- when the wait times out.
+CREATE FUNCTION zodan_ci.zodan_wait_replicating(ctx jsonb, nodes text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    node text;
+    bad jsonb;
+    state text;
+    last_state text;
+    started timestamptz := clock_timestamp();
+    moved timestamptz := clock_timestamp();
+    reported timestamptz := clock_timestamp();
+    limit_s integer := (ctx->>'timeout')::integer;
+    i integer := 0;
+BEGIN
+    LOOP
+        state := NULL;
+        FOREACH node IN ARRAY nodes LOOP
+            SELECT j INTO bad FROM zodan_ci.zodan_query(node,
+                'SELECT s.sub_name AS name, s.sub_enabled AS enabled, coalesce(st.status, ''unknown'') AS status
+                   FROM spock.subscription s
+                   LEFT JOIN spock.sub_show_status() st ON st.subscription_name = s.sub_name
+                  WHERE st.status IS DISTINCT FROM ''replicating''
+                  ORDER BY s.sub_name LIMIT 1') AS j;
+            IF bad IS NOT NULL THEN
+                IF NOT (bad->>'enabled')::boolean THEN
+                    RAISE EXCEPTION 'subscription % on node % is disabled', bad->>'name', node
+                        USING ERRCODE = 'ZDC02',
+                              HINT = format('Enable it (SELECT spock.sub_enable(%L) on %s) or find out why it was disabled.', bad->>'name', node);
+                END IF;
+                state := format('%s on %s is %s', bad->>'name', node, bad->>'status');
+                EXIT;
+            END IF;
+        END LOOP;
+        EXIT WHEN state IS NULL;
+        IF state IS DISTINCT FROM last_state THEN
+            last_state := state;
+            moved := clock_timestamp();
+        END IF;
+        IF clock_timestamp() - moved > make_interval(secs => limit_s) THEN
+            RAISE EXCEPTION 'timed out waiting for subscriptions to replicate: % for % s', state, limit_s
+                USING ERRCODE = 'ZDT01',
+                      HINT = 'A subscription that stays "down" has an apply worker that keeps failing; that node''s server log says why.';
+        END IF;
+        IF clock_timestamp() - reported > interval '30 seconds' THEN
+            PERFORM zodan_ci.zodan_say(ctx, 'ZD004', format('still waiting for subscriptions to replicate: %s after %s',
+                                                           state, zodan_ci.zodan_seconds(started)));
+            reported := clock_timestamp();
+        END IF;
+        PERFORM zodan_ci.zodan_backoff(i);
+        i := i + 1;
+    END LOOP;
+END;
+$fn$;
+
+-- Waits for the initial copy of subscription sub on node (structure, data,
+-- constraints) to finish. Progress is any change in the sync step, the
+-- bytes COPY has moved or the database's size (index builds), so a long
+-- copy never times out while it works. A copy whose worker died in a step
+-- it cannot resume from fails at once.
+CREATE FUNCTION zodan_ci.zodan_wait_copy(ctx jsonb, node text, sub text, provider text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s jsonb;
+    marker text;
+    last_marker text;
+    step text;
+    last_step text;
+    dead_since timestamptz;
+    started timestamptz := clock_timestamp();
+    moved timestamptz := clock_timestamp();
+    reported timestamptz := clock_timestamp();
+    limit_s integer := (ctx->>'timeout')::integer;
+    i integer := 0;
+BEGIN
+    LOOP
+        SELECT j INTO s FROM zodan_ci.zodan_query(node, format(
+            'SELECT ss.sync_status AS sync, coalesce(st.status, ''unknown'') AS status,
+                    (SELECT coalesce(sum(bytes_processed), 0) FROM pg_stat_progress_copy
+                      WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS copied,
+                    (SELECT string_agg(relid::regclass::text, '', '') FROM pg_stat_progress_copy
+                      WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS tables,
+                    pg_database_size(current_database()) AS size
+               FROM spock.subscription sb
+               JOIN spock.local_sync_status ss ON ss.sync_subid = sb.sub_id AND ss.sync_nspname IS NULL
+               LEFT JOIN spock.sub_show_status(sb.sub_name) st ON true
+              WHERE sb.sub_name = %L', sub)) AS j;
+        IF s IS NULL THEN
+            RAISE EXCEPTION 'subscription % disappeared from node % during the initial copy', sub, node
+                USING ERRCODE = 'ZDC02';
+        END IF;
+        EXIT WHEN s->>'sync' = 'r' AND s->>'status' = 'replicating';
+
+        step := CASE s->>'sync'
+                    WHEN 'i' THEN 'starting' WHEN 's' THEN 'copying the schema'
+                    WHEN 'd' THEN 'copying data' WHEN 'c' THEN 'creating indexes and constraints'
+                    WHEN 'u' THEN 'catching up' WHEN 'y' THEN 'synchronized' WHEN 'r' THEN 'starting replication'
+                    ELSE 'in sync state ' || (s->>'sync') END;
+        IF step IS DISTINCT FROM last_step THEN
+            PERFORM zodan_ci.zodan_info(ctx, format('initial copy from %s: %s', provider, step));
+            last_step := step;
+        END IF;
+
+        -- Spock cannot resume a copy that stopped in these steps.
+        IF s->>'sync' IN ('s', 'd', 'c') AND s->>'status' = 'down' THEN
+            dead_since := coalesce(dead_since, clock_timestamp());
+            IF clock_timestamp() - dead_since > interval '3 seconds' THEN
+                RAISE EXCEPTION 'the initial copy from % to % failed while %', provider, node, step
+                    USING ERRCODE = 'ZDC03',
+                          DETAIL = format('Subscription %s''s worker on %s stopped and cannot resume from this step.', sub, node),
+                          HINT = format('The server log of %s names the cause (often a missing role, extension or tablespace, or a lost connection to %s).', node, provider);
+            END IF;
+        ELSE
+            dead_since := NULL;
+        END IF;
+
+        marker := concat_ws('/', s->>'sync', s->>'copied', s->>'size');
+        IF marker IS DISTINCT FROM last_marker THEN
+            last_marker := marker;
+            moved := clock_timestamp();
+        END IF;
+        IF clock_timestamp() - moved > make_interval(secs => limit_s) THEN
+            RAISE EXCEPTION 'timed out waiting for the initial copy from % to %: no progress for % s while % (subscription %)',
+                            provider, node, limit_s, step, s->>'status'
+                USING ERRCODE = 'ZDT01',
+                      HINT = format('Check %s''s server log; to allow longer stalls pass sync_timeout => ''1 hour'' or SET spock.sync_timeout.', node);
+        END IF;
+        IF clock_timestamp() - reported > interval '30 seconds' THEN
+            PERFORM zodan_ci.zodan_say(ctx, 'ZD004', format('initial copy from %s: %s, %s copied%s, database %s, after %s',
+                provider, step, pg_size_pretty((s->>'copied')::bigint),
+                coalesce(' (now ' || (s->>'tables') || ')', ''),
+                pg_size_pretty((s->>'size')::bigint), zodan_ci.zodan_seconds(started)));
+            reported := clock_timestamp();
+        END IF;
+        PERFORM zodan_ci.zodan_backoff(i);
+        i := i + 1;
+    END LOOP;
+END;
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- Cluster discovery and the checks shared by health_check and add_node.
+--
+-- health_check reports every check; add_node runs the same 'pre' checks
+-- and refuses to start when any fails, so a DBA who ran health_check has
+-- seen exactly what add_node will look at.
+-- ---------------------------------------------------------------------------
+
+-- Nodes known to node (name, interface DSN), one row per node.
+CREATE FUNCTION zodan_ci.zodan_cluster_nodes(node text)
+RETURNS TABLE (name text, dsn text, is_local boolean)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT j->>'name', j->>'dsn', (j->>'is_local')::boolean
+      FROM zodan_ci.zodan_query(node,
+        'SELECT DISTINCT ON (n.node_id) n.node_name AS name, i.if_dsn AS dsn,
+                EXISTS (SELECT 1 FROM spock.local_node l WHERE l.node_id = n.node_id) AS is_local
+           FROM spock.node n JOIN spock.node_interface i ON i.if_nodeid = n.node_id
+          ORDER BY n.node_id, i.if_id') AS j
+     ORDER BY 1;
+$fn$;
+
+-- What the checks need to know about one node, in two round trips.
+CREATE FUNCTION zodan_ci.zodan_facts(node text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    f jsonb;
+BEGIN
+    SELECT j INTO f FROM zodan_ci.zodan_query(node, $q$
+        SELECT (SELECT extversion FROM pg_extension WHERE extname = 'spock') AS spock,
+               current_setting('server_version_num')::int AS pgnum,
+               current_setting('server_version') AS pgversion,
+               current_database() AS db,
+               (SELECT system_identifier FROM pg_control_system())::text AS sysid,
+               current_setting('wal_level') AS wal_level,
+               current_setting('track_commit_timestamp') AS track_commit_timestamp,
+               current_setting('max_replication_slots')::int
+                 - (SELECT count(*) FROM pg_replication_slots) AS free_slots,
+               (SELECT coalesce(jsonb_agg(format('%I.%I', n.nspname, c.relname) ORDER BY 1), '[]')
+                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind IN ('r', 'p')
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'spock', 'lolor', 'pgedge_ace', 'zodan_ci')
+                   AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                      AND d.deptype = 'e')) AS user_tables,
+               (SELECT coalesce(jsonb_agg(rolname ORDER BY rolname), '[]')
+                  FROM pg_roles
+                 WHERE rolname !~ '^pg_'
+                   AND rolname NOT IN ('rdsadmin', 'rdsrepladmin', 'rds_superuser')
+                   AND (rolcanlogin OR oid IN (
+                        SELECT relowner FROM pg_class
+                         WHERE relnamespace NOT IN (SELECT oid FROM pg_namespace
+                                                     WHERE nspname IN ('pg_catalog', 'information_schema'))
+                        UNION SELECT nspowner FROM pg_namespace
+                         WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')))) AS roles,
+               (SELECT coalesce(jsonb_agg(nspname ORDER BY nspname), '[]')
+                  FROM pg_namespace
+                 WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'public', 'spock',
+                                       'lolor', 'pgedge_ace', 'snowflake', 'zodan_ci')
+                   AND nspname !~ '^pg_(temp_|toast_temp_)') AS user_schemas,
+               (SELECT count(*) FROM pg_locks
+                 WHERE locktype = 'advisory' AND classid = 2054120545 AND objid = 1
+                   AND objsubid = 2 AND granted) > 0 AS zodan_locked,
+               (SELECT application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                 WHERE l.locktype = 'advisory' AND l.classid = 2054120545 AND l.objid = 1
+                   AND l.objsubid = 2 AND l.granted LIMIT 1) AS zodan_lock_holder
+    $q$) AS j;
+
+    IF f->>'spock' IS NOT NULL THEN
+        f := f || (SELECT j FROM zodan_ci.zodan_query(node, $q$
+            SELECT (SELECT n.node_name FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id) AS local_node,
+                   (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                               'name', s.sub_name, 'enabled', s.sub_enabled,
+                               'provider', o.node_name, 'status', st.status) ORDER BY s.sub_name), '[]')
+                      FROM spock.subscription s
+                      JOIN spock.node o ON o.node_id = s.sub_origin
+                      LEFT JOIN spock.sub_show_status() st ON st.subscription_name = s.sub_name) AS subscriptions,
+                   (SELECT coalesce(jsonb_agg(DISTINCT t.nspname), '[]')
+                      FROM spock.tables t WHERE t.set_name IS NOT NULL) AS replicated_schemas
+        $q$) AS j);
+    END IF;
+    RETURN f;
+END;
+$fn$;
+
+-- Major.minor of a version string ('5.0.11' -> {5,0}); a numeric compare,
+-- because '5.0.10' < '5.0.9' as text.
+CREATE FUNCTION zodan_ci.zodan_version_parts(v text)
+RETURNS integer[]
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT string_to_array((regexp_match(v, '^\d+(?:\.\d+)*'))[1], '.')::integer[];
+$fn$;
+
+-- The checks; check_type is 'pre', 'post', or 'add_node' ('pre' for a
+-- caller that already holds the cluster lock). members are the node names the source knows; facts maps
+-- each reachable node (source and new node included) to zodan_facts;
+-- unreachable maps each node that could not be reached to the reason.
+-- Returns one row per check.
+CREATE FUNCTION zodan_ci.zodan_checks(check_type text, src text, new text, members text[], facts jsonb, unreachable jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    node text;
+    f jsonb;
+    sf jsonb := facts->src;
+    nf jsonb := CASE WHEN new IS NULL THEN NULL ELSE facts->new END;
+    sub jsonb;
+    missing text[];
+    taken text;
+    reasons text[];
+    ref_mm integer[];
+    ref_pg integer;
+    need integer;
+    cluster_size integer := (SELECT count(*) FROM jsonb_object_keys(facts)) + (SELECT count(*) FROM jsonb_object_keys(unreachable));
+BEGIN
+    -- Reachability.
+    FOR node IN SELECT jsonb_object_keys(unreachable) ORDER BY 1 LOOP
+        ok := false; check_name := 'connect';
+        detail := format('node %s is unreachable: %s', node, unreachable->>node);
+        RETURN NEXT;
+    END LOOP;
+    IF unreachable = '{}'::jsonb THEN
+        ok := true; check_name := 'connect';
+        detail := format('all %s nodes reachable: %s', cluster_size,
+                         (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(facts) k));
+        RETURN NEXT;
+    END IF;
+
+    -- Spock present and recent enough everywhere, same major.minor.
+    reasons := '{}';
+    FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
+        IF f->>'spock' IS NULL THEN
+            reasons := reasons || format('Spock is not installed on %s', node);
+        ELSIF zodan_ci.zodan_version_parts(f->>'spock') < zodan_ci.zodan_version_parts('5.0.9') THEN
+            reasons := reasons || format('%s has Spock %s, older than 5.0.9', node, f->>'spock');
+        ELSIF ref_mm IS NULL THEN
+            ref_mm := (zodan_ci.zodan_version_parts(f->>'spock'))[1:2];
+        ELSIF (zodan_ci.zodan_version_parts(f->>'spock'))[1:2] <> ref_mm THEN
+            reasons := reasons || format('Spock major.minor differs: %s',
+                (SELECT string_agg(format('%s has %s', key, value->>'spock'), ', ' ORDER BY key) FROM jsonb_each(facts)));
+            EXIT;
+        END IF;
+    END LOOP;
+    ok := cardinality(reasons) = 0; check_name := 'spock-version';
+    detail := CASE WHEN ok THEN format('Spock %s on every node (major.minor must match, at least 5.0.9)',
+                                       (SELECT string_agg(DISTINCT value->>'spock', ', ') FROM jsonb_each(facts)))
+                   ELSE array_to_string(reasons, '; ') END;
+    RETURN NEXT;
+
+    -- Same PostgreSQL major everywhere: the procedures are rendered for one.
+    ref_pg := NULL; reasons := '{}';
+    FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
+        IF ref_pg IS NULL THEN
+            ref_pg := (f->>'pgnum')::integer / 10000;
+        ELSIF (f->>'pgnum')::integer / 10000 <> ref_pg THEN
+            reasons := reasons || 'x';
+        END IF;
+    END LOOP;
+    ok := cardinality(reasons) = 0; check_name := 'postgres-version';
+    detail := CASE WHEN ok THEN format('PostgreSQL %s on every node', ref_pg)
+                   ELSE 'PostgreSQL major versions differ: ' ||
+                        (SELECT string_agg(format('%s has %s', key, value->>'pgversion'), ', ' ORDER BY key) FROM jsonb_each(facts)) END;
+    RETURN NEXT;
+
+    -- Logical decoding and commit timestamps (Spock's conflict resolution).
+    reasons := '{}';
+    FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
+        IF f->>'wal_level' <> 'logical' THEN
+            reasons := reasons || format('%s has wal_level=%s (needs logical)', node, f->>'wal_level');
+        END IF;
+        IF f->>'track_commit_timestamp' <> 'on' THEN
+            reasons := reasons || format('%s has track_commit_timestamp=off', node);
+        END IF;
+    END LOOP;
+    ok := cardinality(reasons) = 0; check_name := 'settings';
+    detail := CASE WHEN ok THEN 'wal_level=logical and track_commit_timestamp=on on every node'
+                   ELSE array_to_string(reasons, '; ') END;
+    RETURN NEXT;
+
+    -- No other zodan operation in progress (add_node holds the lock itself
+    -- by now, so it skips this one).
+    reasons := '{}';
+    FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
+        IF (f->>'zodan_locked')::boolean THEN
+            reasons := reasons || format('%s is locked by %s', node,
+                                         coalesce(nullif(f->>'zodan_lock_holder', ''), 'another session'));
+        END IF;
+    END LOOP;
+    IF check_type <> 'add_node' THEN
+        ok := cardinality(reasons) = 0; check_name := 'no-operation-running';
+        detail := CASE WHEN ok THEN 'no add_node or remove_node is running'
+                       ELSE 'another zodan operation is running: ' || array_to_string(reasons, '; ') END;
+        RETURN NEXT;
+    END IF;
+
+    -- Every subscription enabled and running.
+    reasons := '{}';
+    FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
+        FOR sub IN SELECT value FROM jsonb_array_elements(coalesce(f->'subscriptions', '[]')) LOOP
+            IF check_type = 'post' AND new IS NOT NULL THEN
+                CONTINUE;  -- reported per direction below
+            END IF;
+            IF NOT (sub->>'enabled')::boolean THEN
+                reasons := reasons || format('%s on %s is disabled', sub->>'name', node);
+            ELSIF sub->>'status' IS DISTINCT FROM 'replicating' THEN
+                reasons := reasons || format('%s on %s is %s', sub->>'name', node, coalesce(sub->>'status', 'unknown'));
+            END IF;
+        END LOOP;
+    END LOOP;
+    IF NOT (check_type = 'post' AND new IS NOT NULL) THEN
+        ok := cardinality(reasons) = 0; check_name := 'subscriptions';
+        detail := CASE WHEN ok THEN format('all %s subscriptions enabled and replicating',
+                                           (SELECT sum(jsonb_array_length(coalesce(value->'subscriptions', '[]'))) FROM jsonb_each(facts)))
+                       ELSE array_to_string(reasons, '; ') END;
+        RETURN NEXT;
+    END IF;
+
+    -- The source really is src.
+    IF sf IS NOT NULL THEN
+        ok := sf->>'local_node' IS NULL OR sf->>'local_node' = src;
+        check_name := 'source-node';
+        detail := CASE WHEN sf->>'local_node' = src THEN format('%s is a Spock node', src)
+                       WHEN sf->>'local_node' IS NULL THEN format('%s is not a Spock node yet; add_node will register it', src)
+                       ELSE format('the source DSN leads to node %s, not %s', sf->>'local_node', src) END;
+        RETURN NEXT;
+    END IF;
+
+    IF new IS NULL OR nf IS NULL THEN
+        RETURN;
+    END IF;
+
+    IF check_type IN ('pre', 'add_node') THEN
+        -- The name is free and the new database is not a node yet.
+        taken := CASE
+            WHEN new = src THEN format('the new node cannot be named like the source (%s)', src)
+            WHEN new = ANY (members) THEN format('node name %s is already used in the cluster (as seen from %s)', new, src)
+            WHEN nf->>'local_node' IS NOT NULL THEN format('the new database is already Spock node %s', nf->>'local_node')
+        END;
+        ok := taken IS NULL; check_name := 'new-node-name';
+        detail := coalesce(taken, format('%s is not yet a node of the cluster', new));
+        RETURN NEXT;
+
+        ok := jsonb_array_length(nf->'user_tables') = 0; check_name := 'new-node-empty';
+        detail := CASE WHEN ok THEN format('%s''s database has no user tables', new)
+                       ELSE format('%s''s database already has %s user tables (%s); add_node copies everything from %s into an empty database',
+                                   new, jsonb_array_length(nf->'user_tables'),
+                                   (SELECT string_agg(t, ', ') FROM (SELECT jsonb_array_elements_text(nf->'user_tables') t LIMIT 5) x)
+                                     || CASE WHEN jsonb_array_length(nf->'user_tables') > 5 THEN ', ...' ELSE '' END,
+                                   src) END;
+        RETURN NEXT;
+
+        IF sf IS NOT NULL THEN
+            SELECT array_agg(r ORDER BY r) INTO missing
+              FROM jsonb_array_elements_text(sf->'roles') r
+             WHERE NOT (nf->'roles') ? r;
+            ok := missing IS NULL; check_name := 'roles';
+            detail := CASE WHEN ok THEN format('%s has every role of %s', new, src)
+                           ELSE format('%s lacks roles that %s has: %s (create them on %s first)',
+                                       new, src, array_to_string(missing, ', '), new) END;
+            RETURN NEXT;
+
+            SELECT array_agg(s ORDER BY s) INTO missing
+              FROM jsonb_array_elements_text(nf->'user_schemas') s
+             WHERE coalesce(sf->'replicated_schemas', '[]') ? s;
+            ok := missing IS NULL; check_name := 'existing-schemas';
+            detail := CASE WHEN ok THEN
+                               CASE WHEN jsonb_array_length(nf->'user_schemas') = 0
+                                    THEN format('%s has no schemas of its own', new)
+                                    ELSE format('schemas already on %s are kept and skipped by the copy: %s', new,
+                                                (SELECT string_agg(s, ', ') FROM jsonb_array_elements_text(nf->'user_schemas') s)) END
+                           ELSE format('schemas %s exist on %s and would be skipped by the copy, but %s replicates tables in them; drop them on %s',
+                                       array_to_string(missing, ', '), new, src, new) END;
+            RETURN NEXT;
+        END IF;
+
+        -- Replication slots: the new node serves every existing node, and
+        -- every existing node serves the new one.
+        reasons := '{}';
+        FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
+            need := CASE WHEN node = new THEN cluster_size - 1 ELSE 1 END;
+            IF (f->>'free_slots')::integer < need THEN
+                reasons := reasons || format('%s has %s free replication slots, needs %s (raise max_replication_slots)',
+                                             node, f->>'free_slots', need);
+            END IF;
+        END LOOP;
+        ok := cardinality(reasons) = 0; check_name := 'replication-slots';
+        detail := CASE WHEN ok THEN 'enough free replication slots on every node' ELSE array_to_string(reasons, '; ') END;
+        RETURN NEXT;
+    ELSE
+        -- post: the new node is a member and replicates both ways.
+        ok := nf->>'local_node' = new; check_name := 'membership';
+        detail := CASE WHEN ok THEN format('%s is a Spock node of the cluster', new)
+                       ELSE format('%s''s database is not Spock node %s', new, new) END;
+        RETURN NEXT;
+
+        FOR node, f IN SELECT key, value FROM jsonb_each(facts) WHERE key <> new ORDER BY key LOOP
+            SELECT s INTO sub FROM jsonb_array_elements(coalesce(f->'subscriptions', '[]')) s
+             WHERE s->>'provider' = new LIMIT 1;
+            ok := sub IS NOT NULL AND (sub->>'status') = 'replicating';
+            check_name := 'subscription-from-new';
+            detail := CASE WHEN sub IS NULL THEN format('%s has no subscription from %s', node, new)
+                           ELSE format('%s on %s is %s', sub->>'name', node, coalesce(sub->>'status', 'unknown')) END;
+            RETURN NEXT;
+
+            SELECT s INTO sub FROM jsonb_array_elements(coalesce(nf->'subscriptions', '[]')) s
+             WHERE s->>'provider' = node LIMIT 1;
+            ok := sub IS NOT NULL AND (sub->>'status') = 'replicating';
+            check_name := 'subscription-to-new';
+            detail := CASE WHEN sub IS NULL THEN format('%s has no subscription from %s', new, node)
+                           ELSE format('%s on %s is %s', sub->>'name', new, coalesce(sub->>'status', 'unknown')) END;
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+END;
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- Replication sets.
+--
+-- Nothing in Spock copies replication set membership to a new node; what
+-- the new node gets from the copy is whatever AutoDDL derived while the
+-- schema was restored (tables routed by primary key, not by what the source
+-- says). add_node therefore mirrors the source's sets exactly: definitions,
+-- table memberships with column lists and row filters, and sequences.
+-- ---------------------------------------------------------------------------
+
+-- The query that describes a node's replication sets as one jsonb value.
+CREATE FUNCTION zodan_ci.zodan_repset_spec_query()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT $q$
+    SELECT jsonb_build_object(
+        'sets', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'name', rs.set_name, 'insert', rs.replicate_insert, 'update', rs.replicate_update,
+                        'delete', rs.replicate_delete, 'truncate', rs.replicate_truncate) ORDER BY rs.set_name), '[]')
+                   FROM spock.replication_set rs JOIN spock.local_node ln ON ln.node_id = rs.set_nodeid),
+        'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'set', rs.set_name, 'relation', format('%I.%I', n.nspname, c.relname),
+                        'columns', rst.set_att_list,
+                        'row_filter', pg_get_expr(rst.set_row_filter, rst.set_reloid))
+                        ORDER BY rs.set_name, n.nspname, c.relname), '[]')
+                     FROM spock.replication_set_table rst
+                     JOIN spock.replication_set rs ON rs.set_id = rst.set_id
+                     JOIN spock.local_node ln ON ln.node_id = rs.set_nodeid
+                     JOIN pg_class c ON c.oid = rst.set_reloid
+                     JOIN pg_namespace n ON n.oid = c.relnamespace),
+        'sequences', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'set', rs.set_name, 'relation', format('%I.%I', n.nspname, c.relname))
+                        ORDER BY rs.set_name, n.nspname, c.relname), '[]')
+                     FROM spock.replication_set_seq rss
+                     JOIN spock.replication_set rs ON rs.set_id = rss.set_id
+                     JOIN spock.local_node ln ON ln.node_id = rs.set_nodeid
+                     JOIN pg_class c ON c.oid = rss.set_seqoid
+                     JOIN pg_namespace n ON n.oid = c.relnamespace)) AS spec
+    $q$;
+$fn$;
+
+CREATE FUNCTION zodan_ci.zodan_repset_spec(node text)
+RETURNS jsonb
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT zodan_ci.zodan_value(node, zodan_ci.zodan_repset_spec_query())::jsonb;
+$fn$;
+
+-- One comparable line per set, table membership and sequence membership.
+CREATE FUNCTION zodan_ci.zodan_repset_entries(spec jsonb)
+RETURNS SETOF text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT format('set %s (%s)', s->>'name',
+                  concat_ws(',', CASE WHEN (s->>'insert')::boolean THEN 'insert' END,
+                                 CASE WHEN (s->>'update')::boolean THEN 'update' END,
+                                 CASE WHEN (s->>'delete')::boolean THEN 'delete' END,
+                                 CASE WHEN (s->>'truncate')::boolean THEN 'truncate' END))
+      FROM jsonb_array_elements(spec->'sets') s
+    UNION ALL
+    SELECT format('table %s in %s%s%s', t->>'relation', t->>'set',
+                  coalesce(' columns ' || (t->'columns')::text, ''),
+                  coalesce(' where ' || (t->>'row_filter'), ''))
+      FROM jsonb_array_elements(spec->'tables') t
+    UNION ALL
+    SELECT format('sequence %s in %s', q->>'relation', q->>'set')
+      FROM jsonb_array_elements(spec->'sequences') q;
+$fn$;
+
+-- Makes the local node's replication sets exactly spec (see
+-- zodan_repset_spec). Runs on the new node through its zodan connection,
+-- after the copy created the tables. Returns a one-line summary.
+CREATE FUNCTION zodan_ci.zodan_apply_repsets(spec jsonb)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r record;
+    created integer := 0;
+    altered integer := 0;
+    dropped integer := 0;
+    tables integer := 0;
+    sequences integer := 0;
+    missing text[] := '{}';
+BEGIN
+    FOR r IN SELECT rs.set_name, rst.set_reloid
+               FROM spock.replication_set_table rst
+               JOIN spock.replication_set rs ON rs.set_id = rst.set_id
+               JOIN spock.local_node ln ON ln.node_id = rs.set_nodeid LOOP
+        PERFORM spock.repset_remove_table(r.set_name, r.set_reloid, false);
+    END LOOP;
+    FOR r IN SELECT rs.set_name, rss.set_seqoid
+               FROM spock.replication_set_seq rss
+               JOIN spock.replication_set rs ON rs.set_id = rss.set_id
+               JOIN spock.local_node ln ON ln.node_id = rs.set_nodeid LOOP
+        PERFORM spock.repset_remove_seq(r.set_name, r.set_seqoid);
+    END LOOP;
+
+    FOR r IN SELECT s->>'name' AS name, (s->>'insert')::boolean AS ins, (s->>'update')::boolean AS upd,
+                    (s->>'delete')::boolean AS del, (s->>'truncate')::boolean AS trunc
+               FROM jsonb_array_elements(spec->'sets') s LOOP
+        IF EXISTS (SELECT 1 FROM spock.replication_set rs JOIN spock.local_node ln ON ln.node_id = rs.set_nodeid
+                    WHERE rs.set_name = r.name) THEN
+            PERFORM spock.repset_alter(r.name::name, r.ins, r.upd, r.del, r.trunc);
+            altered := altered + 1;
+        ELSE
+            PERFORM spock.repset_create(r.name::name, r.ins, r.upd, r.del, r.trunc);
+            created := created + 1;
+        END IF;
+    END LOOP;
+    FOR r IN SELECT rs.set_name FROM spock.replication_set rs JOIN spock.local_node ln ON ln.node_id = rs.set_nodeid
+              WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(spec->'sets') s WHERE s->>'name' = rs.set_name) LOOP
+        PERFORM spock.repset_drop(r.set_name, true);
+        dropped := dropped + 1;
+    END LOOP;
+
+    FOR r IN SELECT t->>'set' AS set_name, t->>'relation' AS rel, t->>'row_filter' AS row_filter,
+                    CASE WHEN jsonb_typeof(t->'columns') = 'array'
+                         THEN ARRAY(SELECT jsonb_array_elements_text(t->'columns')) END AS cols
+               FROM jsonb_array_elements(spec->'tables') t LOOP
+        IF to_regclass(r.rel) IS NULL THEN
+            missing := missing || r.rel;
+            CONTINUE;
+        END IF;
+        PERFORM spock.repset_add_table(r.set_name::name, r.rel::regclass, false, r.cols, r.row_filter, false);
+        tables := tables + 1;
+    END LOOP;
+    FOR r IN SELECT q->>'set' AS set_name, q->>'relation' AS rel FROM jsonb_array_elements(spec->'sequences') q LOOP
+        IF to_regclass(r.rel) IS NULL THEN
+            missing := missing || r.rel;
+            CONTINUE;
+        END IF;
+        PERFORM spock.repset_add_seq(r.set_name::name, r.rel::regclass, false);
+        sequences := sequences + 1;
+    END LOOP;
+    IF cardinality(missing) > 0 THEN
+        RAISE EXCEPTION 'the source replicates relations that the copy did not create here: %', array_to_string(missing, ', ')
+            USING ERRCODE = 'ZDC04',
+                  HINT = 'Were they created in a schema that already existed on the new node (and so was skipped by the copy)?';
+    END IF;
+    RETURN format('%s sets created, %s updated, %s dropped; %s tables and %s sequences assigned',
+                  created, altered, dropped, tables, sequences);
+END;
+$fn$;
+
+-- A statement that puts every user table and sequence of a database that
+-- has just become a Spock node into the built-in replication sets, the way
+-- AutoDDL would have had the tables been created on a node: tables with a
+-- primary key or replica identity into 'default', the rest into
+-- 'default_insert_only', sequences into 'default'. add_node runs it on a
+-- source that was not a Spock node yet, so that a lone database grows
+-- into a cluster with all of its data replicated. It is a DO block so it
+-- needs nothing of zodan installed on the source.
+CREATE FUNCTION zodan_ci.zodan_default_repsets_sql()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT $do$
+DO $zodan$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT c.oid::regclass AS rel, c.relkind,
+               (c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+                                                 AND (i.indisprimary OR i.indisreplident))) AS keyed
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'S') AND NOT c.relispartition
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'spock', 'lolor', 'pgedge_ace', 'snowflake', 'zodan_ci')
+           AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                              AND d.objid = c.oid AND d.deptype = 'e')
+         ORDER BY 1
+    LOOP
+        IF r.relkind = 'S' THEN
+            PERFORM spock.repset_add_seq('default', r.rel);
+        ELSIF r.keyed THEN
+            PERFORM spock.repset_add_table('default', r.rel);
+        ELSE
+            PERFORM spock.repset_add_table('default_insert_only', r.rel);
+        END IF;
+    END LOOP;
+END
+$zodan$
+$do$;
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- Taking a node out of a cluster, and undoing a join.
+--
+-- A failed add_node is rolled back with the same steps that remove_node
+-- uses, because a half-added node is just a node to remove: every object
+-- either belongs to it by name (sub_<x>_<node>, sub_<node>_<x>, their slots
+-- and origins, its node rows and progress rows) or was recorded in the
+-- journal before it was created. Every step tolerates what is already gone,
+-- so a cleanup can be repeated, and a node that cannot be reached yields
+-- the statements to run there later instead of stopping the rest.
+-- ---------------------------------------------------------------------------
+
+-- Name of the subscription on subscriber that receives provider's changes.
+CREATE FUNCTION zodan_ci.zodan_sub_name(provider text, subscriber text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT format('sub_%s_%s', provider, subscriber) $fn$;
+
+-- Statements that remove every trace of target from one node, in the order
+-- they must run. Built from names alone so they can also be handed to a
+-- DBA for a node that is down. target_db is the database of the target,
+-- which Spock uses in the names of the slots the target subscribes with.
+CREATE FUNCTION zodan_ci.zodan_detach_statements(node text, target text, target_db text)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    -- the slot target's own subscription reads from node
+    slot text := spock.spock_gen_slot_name(target_db::name, node::name, zodan_ci.zodan_sub_name(node, target)::name);
+BEGIN
+    RETURN ARRAY[
+        -- subscriptions on node that receive from target
+        format($s$SELECT spock.sub_drop(s.sub_name, true) FROM spock.subscription s JOIN spock.node o ON o.node_id = s.sub_origin WHERE o.node_name = %L$s$, target),
+        format($s$SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %L AND active_pid IS NOT NULL$s$, slot),
+        format($s$SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %L AND NOT active$s$, slot),
+        format($s$DELETE FROM spock.progress WHERE node_id IN (SELECT node_id FROM spock.node WHERE node_name = %L) OR remote_node_id IN (SELECT node_id FROM spock.node WHERE node_name = %L)$s$, target, target),
+        format($s$SELECT spock.node_drop(%L, true)$s$, target)
+    ];
+END;
+$fn$;
+
+-- Removes target from each reachable node of nodes. Returns, per node that
+-- could not be cleaned, the statements still to run there.
+CREATE FUNCTION zodan_ci.zodan_detach(ctx jsonb, target text, target_db text, nodes text[])
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    node text;
+    stmt text;
+    pending jsonb := '{}';
+    i integer;
+    stmts text[];
+BEGIN
+    FOREACH node IN ARRAY nodes LOOP
+        CONTINUE WHEN node = target;
+        stmts := zodan_ci.zodan_detach_statements(node, target, target_db);
+        IF NOT zodan_ci.zodan_alive(node) THEN
+            pending := pending || jsonb_build_object(node, to_jsonb(stmts));
+            CONTINUE;
+        END IF;
+        i := 0;
+        BEGIN
+            FOREACH stmt IN ARRAY stmts LOOP
+                i := i + 1;
+                PERFORM zodan_ci.zodan_exec(node, stmt);
+                IF i = 2 THEN
+                    -- a terminated walsender releases its slot asynchronously
+                    PERFORM zodan_ci.zodan_wait_slot_inactive(ctx, node,
+                        spock.spock_gen_slot_name(target_db::name, node::name, zodan_ci.zodan_sub_name(node, target)::name));
+                END IF;
+            END LOOP;
+            PERFORM zodan_ci.zodan_detail(ctx, format('removed %s from %s', target, node));
+        EXCEPTION WHEN OTHERS THEN
+            PERFORM zodan_ci.zodan_warn(ctx, format('could not remove %s from %s: %s', target, node, SQLERRM));
+            pending := pending || jsonb_build_object(node, to_jsonb(stmts[i:]));
+        END;
+    END LOOP;
+    RETURN pending;
+END;
+$fn$;
+
+CREATE FUNCTION zodan_ci.zodan_wait_slot_inactive(ctx jsonb, node text, slot text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    i integer := 0;
+    started timestamptz := clock_timestamp();
+BEGIN
+    WHILE coalesce(zodan_ci.zodan_value(node, format(
+              'SELECT active FROM pg_replication_slots WHERE slot_name = %L', slot))::boolean, false) LOOP
+        IF clock_timestamp() - started > make_interval(secs => (ctx->>'timeout')::integer) THEN
+            RAISE EXCEPTION 'slot % on node % is still in use after % s', slot, node, ctx->>'timeout'
+                USING ERRCODE = 'ZDT01';
+        END IF;
+        PERFORM zodan_ci.zodan_backoff(i);
+        i := i + 1;
+    END LOOP;
+END;
+$fn$;
+
+-- What a database holds before the initial copy fills it, so that a failed
+-- join can take the copy out again without touching anything that was
+-- there before. Runs on the new node.
+CREATE FUNCTION zodan_ci.zodan_content_snapshot()
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT jsonb_build_object(
+        'schemas', (SELECT coalesce(jsonb_agg(nspname), '[]') FROM pg_namespace),
+        'extensions', (SELECT coalesce(jsonb_agg(extname), '[]') FROM pg_extension),
+        'relations', (SELECT coalesce(jsonb_agg(c.oid), '[]') FROM pg_class c
+                       WHERE c.relnamespace = 'public'::regnamespace),
+        'routines', (SELECT coalesce(jsonb_agg(p.oid), '[]') FROM pg_proc p
+                      WHERE p.pronamespace = 'public'::regnamespace),
+        'types', (SELECT coalesce(jsonb_agg(t.oid), '[]') FROM pg_type t
+                   WHERE t.typnamespace = 'public'::regnamespace));
+$fn$;
+
+-- Drops what appeared in this database since snapshot was taken: new
+-- schemas, new extensions, and new objects in public (the one schema that
+-- exists on both sides and is not skipped by the copy). Extension members
+-- are left to their extension. Runs on the new node, through the zodan
+-- connection (AutoDDL off), after its subscriptions are gone.
+CREATE FUNCTION zodan_ci.zodan_content_reset(snapshot jsonb)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r record;
+    dropped integer := 0;
+BEGIN
+    FOR r IN SELECT e.extname FROM pg_extension e
+              WHERE NOT (snapshot->'extensions') ? e.extname LOOP
+        EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', r.extname);
+        dropped := dropped + 1;
+    END LOOP;
+    FOR r IN SELECT n.nspname FROM pg_namespace n
+              WHERE NOT (snapshot->'schemas') ? n.nspname
+                AND n.nspname !~ '^pg_(temp_|toast_temp_)' LOOP
+        EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', r.nspname);
+        dropped := dropped + 1;
+    END LOOP;
+    FOR r IN SELECT c.oid, c.relkind, format('%I.%I', n.nspname, c.relname) AS name
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+                AND NOT (snapshot->'relations') @> to_jsonb(c.oid::bigint)
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                   AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+              ORDER BY CASE c.relkind WHEN 'v' THEN 0 WHEN 'm' THEN 1 ELSE 2 END LOOP
+        -- an earlier CASCADE may already have taken it
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = r.oid);
+        EXECUTE format('DROP %s IF EXISTS %s CASCADE',
+                       CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                      WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE'
+                                      ELSE 'TABLE' END, r.name);
+        dropped := dropped + 1;
+    END LOOP;
+    FOR r IN SELECT p.oid FROM pg_proc p
+              WHERE p.pronamespace = 'public'::regnamespace
+                AND NOT (snapshot->'routines') @> to_jsonb(p.oid::bigint)
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                                   AND d.objid = p.oid AND d.deptype = 'e') LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_proc WHERE oid = r.oid);
+        EXECUTE format('DROP ROUTINE IF EXISTS %s CASCADE', r.oid::regprocedure);
+        dropped := dropped + 1;
+    END LOOP;
+    FOR r IN SELECT t.oid FROM pg_type t
+              WHERE t.typnamespace = 'public'::regnamespace
+                AND t.typtype IN ('c', 'd', 'e', 'r', 'm', 'b')
+                AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+                AND t.typelem = 0
+                AND NOT (snapshot->'types') @> to_jsonb(t.oid::bigint)
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                                   AND d.objid = t.oid AND d.deptype IN ('e', 'i')) LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_type WHERE oid = r.oid);
+        EXECUTE format('DROP TYPE IF EXISTS %s CASCADE', r.oid::regtype);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END;
+$fn$;
+
+-- Statements that return a node to a plain database: end any initial copy
+-- still running (pg_restore and the COPY sessions are client sessions of
+-- the database, which stopping the apply worker leaves be), drop its
+-- subscriptions (and with them their slots on the providers), its node,
+-- the other nodes' rows, its origins and its progress records.
+CREATE FUNCTION zodan_ci.zodan_reset_statements()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT ARRAY[
+        $s$SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend' AND (a.application_name IN ('pg_restore', 'pg_dump') OR a.application_name ~ '_(copy|snap|sync)$')$s$,
+        $s$SELECT spock.sub_drop(sub_name, true) FROM spock.subscription$s$,
+        $s$SELECT spock.node_drop(n.node_name, true) FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id$s$,
+        $s$SELECT spock.node_drop(node_name, true) FROM spock.node$s$,
+        $s$SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE 'spk\_%'$s$,
+        $s$DELETE FROM spock.progress$s$
+    ];
+$fn$;
+
+-- Runs zodan_reset_statements on node and, given a content snapshot of
+-- the node's database, drops whatever the copy restored since.
+CREATE FUNCTION zodan_ci.zodan_reset_node(ctx jsonb, node text, content jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    stmt text;
+    n integer;
+BEGIN
+    FOREACH stmt IN ARRAY zodan_ci.zodan_reset_statements() LOOP
+        PERFORM zodan_ci.zodan_exec(node, stmt);
+    END LOOP;
+    IF content IS NOT NULL THEN
+        n := zodan_ci.zodan_value(node, format('SELECT zodan_ci.zodan_content_reset(%L::jsonb)', content))::integer;
+        IF n > 0 THEN
+            PERFORM zodan_ci.zodan_detail(ctx, format('dropped %s objects the copy had created on %s', n, node));
+        END IF;
+    END IF;
+END;
+$fn$;
+
+-- Formats what could not be cleaned for the DBA: per node, the statements
+-- to run there once it is back.
+CREATE FUNCTION zodan_ci.zodan_pending_text(pending jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT string_agg(format('on node %s: %s', key,
+                             (SELECT string_agg(s || ';', ' ') FROM jsonb_array_elements_text(value) s)),
+                      E'\n' ORDER BY key)
+      FROM jsonb_each(pending);
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- health_check: is the cluster ready for add_node ('pre'), or did a node
+-- join properly ('post')? Runs on any node; changes nothing.
+-- ---------------------------------------------------------------------------
+
+-- Connects to the source, to every node the source knows and to the new
+-- node, and collects what the checks need. With lock, takes the cluster
+-- lock on each node as it connects (add_node). Nodes that cannot be
+-- reached are reported, not fatal: the caller decides.
+-- Returns {members: [names], peers: {name: dsn}, facts: {name: facts},
+-- unreachable: {name: reason}}.
+CREATE FUNCTION zodan_ci.zodan_gather(ctx jsonb, src text, src_dsn text, new text, new_dsn text, lock boolean)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    members text[] := '{}';
+    peers jsonb := '{}';
+    facts jsonb := '{}';
+    unreachable jsonb := '{}';
+    r record;
+    local_node text := ctx->>'local';
+BEGIN
+    BEGIN
+        IF src IS DISTINCT FROM local_node THEN
+            IF lock THEN
+                PERFORM zodan_ci.zodan_join(ctx, src, src_dsn);
+            ELSE
+                PERFORM zodan_ci.zodan_connect(src, src_dsn, coalesce(ctx->>'app', 'zodan health_check'), (ctx->>'timeout')::integer);
+            END IF;
+        END IF;
+        facts := jsonb_build_object(src, zodan_ci.zodan_facts(src));
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE;
+    WHEN OTHERS THEN
+        IF lock THEN
+            RAISE;
+        END IF;
+        unreachable := jsonb_build_object(src, zodan_ci.zodan_redact(SQLERRM));
+        RETURN jsonb_build_object('members', '[]'::jsonb, 'peers', peers, 'facts', facts, 'unreachable', unreachable);
+    END;
+
+    IF facts->src->>'spock' IS NOT NULL THEN
+        FOR r IN SELECT * FROM zodan_ci.zodan_cluster_nodes(src) LOOP
+            members := members || r.name;
+            CONTINUE WHEN r.name = src OR r.name = new;
+            peers := peers || jsonb_build_object(r.name, r.dsn);
+            BEGIN
+                IF lock THEN
+                    PERFORM zodan_ci.zodan_join(ctx, r.name, r.dsn);
+                ELSE
+                    PERFORM zodan_ci.zodan_connect(r.name, r.dsn, coalesce(ctx->>'app', 'zodan health_check'), (ctx->>'timeout')::integer);
+                END IF;
+                facts := facts || jsonb_build_object(r.name, zodan_ci.zodan_facts(r.name));
+            EXCEPTION WHEN lock_not_available THEN
+                RAISE;
+            WHEN OTHERS THEN
+                unreachable := unreachable || jsonb_build_object(r.name, zodan_ci.zodan_redact(SQLERRM));
+            END;
+        END LOOP;
+    END IF;
+
+    IF new IS NOT NULL AND new_dsn IS NOT NULL THEN
+        BEGIN
+            IF new IS DISTINCT FROM local_node THEN
+                PERFORM zodan_ci.zodan_connect(new, new_dsn, coalesce(ctx->>'app', 'zodan health_check'), (ctx->>'timeout')::integer);
+            END IF;
+            facts := facts || jsonb_build_object(new, zodan_ci.zodan_facts(new));
+        EXCEPTION WHEN OTHERS THEN
+            IF lock THEN
+                RAISE;
+            END IF;
+            unreachable := unreachable || jsonb_build_object(new, zodan_ci.zodan_redact(SQLERRM));
+        END;
+    END IF;
+
+    RETURN jsonb_build_object('members', to_jsonb(members), 'peers', peers, 'facts', facts, 'unreachable', unreachable);
+END;
+$fn$;
+
+CREATE PROCEDURE zodan_ci.health_check(
+    src_node_name text,
+    src_dsn text,
+    new_node_name text DEFAULT NULL,
+    new_node_dsn text DEFAULT NULL,
+    check_type text DEFAULT 'pre',
+    verb boolean DEFAULT false,
+    sync_timeout interval DEFAULT NULL)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $proc$
+DECLARE
+    kind text := lower(btrim(coalesce(check_type, '')));
+    ctx jsonb;
+    cluster jsonb;
+    c record;
+    passed integer := 0;
+    failed text[] := '{}';
+BEGIN
+    -- Statements that fail are not logged with their text: they carry DSNs.
+    PERFORM set_config('log_min_error_statement', 'panic', true)
+      FROM pg_roles WHERE rolname = current_user AND rolsuper;
+
+    IF kind NOT IN ('pre', 'post') THEN
+        RAISE EXCEPTION 'check_type must be ''pre'' or ''post'', not %', quote_literal(check_type)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '''pre'' checks that the cluster is ready for add_node; ''post'' checks that a node joined properly.';
+    END IF;
+    IF src_node_name IS NULL OR src_dsn IS NULL THEN
+        RAISE EXCEPTION 'src_node_name and src_dsn are required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (new_node_name IS NULL) <> (new_node_dsn IS NULL) THEN
+        RAISE EXCEPTION 'give both new_node_name and new_node_dsn, or neither'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    ctx := jsonb_build_object('kind', 'health_check', 'target', coalesce(new_node_name, src_node_name),
+                              'verbose', coalesce(verb, false), 'timeout', zodan_ci.zodan_sync_timeout(sync_timeout),
+                              'app', 'zodan health_check');
+    PERFORM zodan_ci.zodan_disconnect_all();
+    PERFORM zodan_ci.zodan_say(ctx, 'ZD006', format('%s-check of %s', kind,
+        CASE WHEN new_node_name IS NULL THEN format('the cluster of %s', src_node_name)
+             ELSE format('node %s with source %s', new_node_name, src_node_name) END));
+
+    cluster := zodan_ci.zodan_gather(ctx, src_node_name, src_dsn, new_node_name, new_node_dsn, false);
+    FOR c IN SELECT * FROM zodan_ci.zodan_checks(kind, src_node_name, new_node_name,
+                                               ARRAY(SELECT jsonb_array_elements_text(cluster->'members')),
+                                               cluster->'facts', cluster->'unreachable')
+    LOOP
+        IF c.ok THEN
+            passed := passed + 1;
+            PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('PASS %s: %s', c.check_name, c.detail));
+        ELSE
+            failed := failed || format('%s: %s', c.check_name, c.detail);
+            PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', c.check_name, c.detail));
+        END IF;
+    END LOOP;
+    PERFORM zodan_ci.zodan_disconnect_all();
+
+    IF cardinality(failed) > 0 THEN
+        RAISE EXCEPTION 'health check failed: % of % checks failed', cardinality(failed), cardinality(failed) + passed
+            USING ERRCODE = 'ZDH01',
+                  DETAIL = array_to_string(failed, E'\n'),
+                  HINT = 'Fix what the FAIL lines name, then run the check again.';
+    END IF;
+    PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('health check passed: %s checks', passed));
+EXCEPTION WHEN OTHERS OR query_canceled THEN
+    PERFORM zodan_ci.zodan_disconnect_all();
+    RAISE;
+END;
+$proc$;
+
+COMMENT ON PROCEDURE zodan_ci.health_check(text, text, text, text, text, boolean, interval) IS
+    'zodan: checks that a cluster is ready for add_node (check_type ''pre'') or that a node joined properly (''post''); raises SQLSTATE ZDH01 listing the failed checks';
+
+-- ---------------------------------------------------------------------------
+-- add_node: joins the database it runs in to the cluster of the source
+-- node, without stopping writes on any node and without losing a row.
+--
+-- Run it on the new node N. With S the source and P1..Pk the cluster's
+-- other nodes:
+--   1 checks         the 'pre' health checks; takes the cluster lock
+--   2 register       Spock node rows for N (and S, for a one-node start)
+--   3 prepare-peers  for each P: a slot on P for P->N, then wait until S
+--                    has applied P's changes past it, then P->N disabled
+--   4 copy           S->N with schema and data (one snapshot of S)
+--   5 catch-up       N applies S's changes up to now
+--   6 align-peers    move each P->N slot and N's origin to where S was
+--                    with P's changes when the copy's snapshot was taken
+--   7 replication-sets  N gets S's sets, tables and sequences
+--   8 enable-peers   start P->N and wait until N has P's changes
+--   9 subscribe      N->X on every existing node X
+--  10 verify         changes flow both ways; every subscription replicates
+--
+-- Why nothing is lost: every commit on P before its P->N slot existed is in
+-- S before the copy's snapshot (step 3 waits for that), so it arrives with
+-- the copy. The copy carries S's record of how far it had applied each P;
+-- step 6 starts P->N exactly there, so every later commit of P arrives
+-- through P->N, and nothing earlier arrives twice beyond what Spock's
+-- progress bookkeeping already rounds.
+--
+-- Any failure rolls the join back on every reachable node (see
+-- cleanup.sql.tmpl) and names what could not be undone; the same CALL can
+-- then simply be repeated.
+-- ---------------------------------------------------------------------------
+
+CREATE PROCEDURE zodan_ci.add_node(
+    src_node_name text,
+    src_dsn text,
+    new_node_name text,
+    new_node_dsn text,
+    verb boolean DEFAULT false,
+    new_node_location text DEFAULT 'NY',
+    new_node_country text DEFAULT 'USA',
+    new_node_info jsonb DEFAULT '{}',
+    sync_timeout interval DEFAULT NULL)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $proc$
+DECLARE
+    total CONSTANT integer := 10;
+    src text := src_node_name;
+    joiner text := new_node_name;
+    ctx jsonb;
+    cluster jsonb;
+    nf jsonb;
+    peers text[];
+    everyone text[];
+    p text;
+    x text;
+    r record;
+    prev jsonb;
+    ph timestamptz;
+    phase_no integer := 0;
+    phase text := 'start';
+    began timestamptz := clock_timestamp();
+    joined boolean := false;
+    source_registered boolean := false;
+    new_db text;
+    skip text[];
+    slot text;
+    slot_lsn pg_lsn;
+    sync_lsn pg_lsn;
+    target pg_lsn;
+    flushed pg_lsn;
+    peer_sync jsonb := '{}';
+    lsns jsonb;
+    spec jsonb;
+    summary text;
+    failed text[];
+    pending jsonb;
+    cleanup text;
+    st text; msg text; det text; hnt text;
+BEGIN
+    -- Statements that fail are not logged with their text: they carry DSNs.
+    PERFORM set_config('log_min_error_statement', 'panic', true)
+      FROM pg_roles WHERE rolname = current_user AND rolsuper;
+
+    IF src IS NULL OR src_dsn IS NULL OR joiner IS NULL OR new_node_dsn IS NULL THEN
+        RAISE EXCEPTION 'src_node_name, src_dsn, new_node_name and new_node_dsn are required'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF src = joiner THEN
+        RAISE EXCEPTION 'the new node cannot have the source node''s name (%)', src
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF new_node_info IS NOT NULL AND jsonb_typeof(new_node_info) <> 'object' THEN
+        RAISE EXCEPTION 'new_node_info must be a JSON object, not %', jsonb_typeof(new_node_info)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    ctx := zodan_ci.zodan_op_begin('add_node', joiner, src, joiner, new_node_dsn, verb, sync_timeout,
+                                  jsonb_build_object('location', new_node_location, 'country', new_node_country));
+    BEGIN
+        ------------------------------------------------------------------
+        phase_no := 1; phase := 'checks';
+        ph := zodan_ci.zodan_phase_begin(ctx, 1, total, phase, format('cluster of %s, new node %s', src, joiner));
+        cluster := zodan_ci.zodan_gather(ctx, src, src_dsn, joiner, new_node_dsn, true);
+        IF cluster->'unreachable' <> '{}'::jsonb THEN
+            RAISE EXCEPTION 'cannot reach %', (SELECT string_agg(format('node %s (%s)', key, value #>> '{}'), ', ')
+                                                FROM jsonb_each(cluster->'unreachable'))
+                USING ERRCODE = 'ZDC01',
+                      HINT = 'Every node of the cluster must be reachable from the new node; start it, or remove it from the cluster first.';
+        END IF;
+        peers := ARRAY(SELECT jsonb_object_keys(cluster->'peers') ORDER BY 1);
+        everyone := src || peers;
+        PERFORM zodan_ci.zodan_detail(ctx, format('cluster seen from %s: %s', src,
+            coalesce(nullif(array_to_string(everyone, ', '), ''), src)));
+
+        -- An earlier add_node of this node that died without cleaning up
+        -- (a crash, a killed session) left its objects behind: undo them
+        -- now, so that simply retrying works.
+        FOR prev IN SELECT * FROM zodan_ci.zodan_interrupted(ctx) LOOP
+            PERFORM zodan_ci.zodan_info(ctx, format('cleaning up after %s of %s (op %s, started %s), interrupted in phase %s',
+                prev->>'kind', prev->>'node_name', prev->>'op_id', prev->>'started_at', coalesce(prev->>'phase', 'unknown')));
+            IF prev->>'kind' = 'add_node' AND prev->>'node_name' = joiner THEN
+                pending := zodan_ci.zodan_undo_join(ctx, joiner, src, everyone,
+                    coalesce((prev->'details'->>'source_registered')::boolean, false),
+                    coalesce(prev->'details'->>'new_db', current_database()), prev->'details'->'content');
+                IF pending <> '{}'::jsonb THEN
+                    RAISE EXCEPTION 'could not clean up after the interrupted add_node (op %)', prev->>'op_id'
+                        USING ERRCODE = 'ZDC05', DETAIL = zodan_ci.zodan_pending_text(pending),
+                              HINT = 'Bring those nodes back (or run the statements there) and CALL add_node again.';
+                END IF;
+            END IF;
+            PERFORM zodan_ci.zodan_close_interrupted(ctx, (prev->>'op_id')::bigint,
+                format('cleaned up by op %s', ctx->>'op'));
+        END LOOP;
+        nf := zodan_ci.zodan_facts(joiner);
+        cluster := jsonb_set(cluster, ARRAY['facts', joiner], nf);
+
+        failed := '{}';
+        FOR r IN SELECT * FROM zodan_ci.zodan_checks('add_node', src, joiner,
+                                                   ARRAY(SELECT jsonb_array_elements_text(cluster->'members')),
+                                                   cluster->'facts', '{}'::jsonb) LOOP
+            IF r.ok THEN
+                PERFORM zodan_ci.zodan_detail(ctx, format('PASS %s: %s', r.check_name, r.detail));
+            ELSE
+                failed := failed || format('%s: %s', r.check_name, r.detail);
+                PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', r.check_name, r.detail));
+            END IF;
+        END LOOP;
+        IF cardinality(failed) > 0 THEN
+            RAISE EXCEPTION 'add_node cannot start: % failed', array_to_string(failed, '; ')
+                USING ERRCODE = 'ZDC01',
+                      HINT = format('Fix the failed checks and CALL add_node again; CALL zodan_ci.health_check(%L, <src_dsn>, %L, <new_node_dsn>) repeats them without changing anything.', src, joiner);
+        END IF;
+
+        new_db := nf->>'db';
+        source_registered := cluster->'facts'->src->>'local_node' IS NULL;
+        -- Recorded before anything is created, so that a rollback (or the
+        -- next attempt after a crash) knows what to undo.
+        PERFORM zodan_ci.zodan_op_note(ctx, jsonb_build_object(
+            'new_db', new_db, 'peers', to_jsonb(peers), 'source_registered', source_registered,
+            'content', zodan_ci.zodan_value(joiner, 'SELECT zodan_ci.zodan_content_snapshot()')::jsonb));
+        PERFORM zodan_ci.zodan_phase_done(ctx, 1, total, phase, ph);
+
+        joined := true;
+        ------------------------------------------------------------------
+        phase_no := 2; phase := 'register';
+        ph := zodan_ci.zodan_phase_begin(ctx, 2, total, phase, format('Spock node %s%s', joiner,
+            CASE WHEN source_registered THEN format(' and source node %s', src) ELSE '' END));
+        IF source_registered THEN
+            PERFORM zodan_ci.zodan_exec(src, format('SELECT spock.node_create(node_name := %L, dsn := %L)', src, src_dsn));
+            PERFORM zodan_ci.zodan_exec(src, zodan_ci.zodan_default_repsets_sql());
+            PERFORM zodan_ci.zodan_info(ctx, format('registered %s as a Spock node; its %s tables and sequences are in the default replication sets',
+                src, zodan_ci.zodan_value(src, 'SELECT (SELECT count(*) FROM spock.replication_set_table) + (SELECT count(*) FROM spock.replication_set_seq)')));
+        END IF;
+        PERFORM zodan_ci.zodan_exec(joiner, format(
+            'SELECT spock.node_create(node_name := %L, dsn := %L, location := %L, country := %L, info := %L::jsonb)',
+            joiner, new_node_dsn, new_node_location, new_node_country, coalesce(new_node_info, '{}')));
+        PERFORM zodan_ci.zodan_phase_done(ctx, 2, total, phase, ph);
+
+        ------------------------------------------------------------------
+        phase_no := 3; phase := 'prepare-peers';
+        ph := zodan_ci.zodan_phase_begin(ctx, 3, total, phase,
+            CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
+                 ELSE format('slots and disabled subscriptions for %s', array_to_string(peers, ', ')) END);
+        -- All slots and sync events first, so that the waits overlap.
+        FOREACH p IN ARRAY peers LOOP
+            slot := spock.spock_gen_slot_name(new_db::name, p::name, zodan_ci.zodan_sub_name(p, joiner)::name);
+            IF zodan_ci.zodan_value(p, format('SELECT count(*) FROM pg_replication_slots WHERE slot_name = %L', slot))::integer > 0 THEN
+                -- Nothing can use it yet: joiner is not a node until now.
+                PERFORM zodan_ci.zodan_exec(p, format('SELECT pg_drop_replication_slot(%L)', slot));
+                PERFORM zodan_ci.zodan_info(ctx, format('dropped leftover slot %s on %s', slot, p));
+            END IF;
+            slot_lsn := zodan_ci.zodan_value(p, format(
+                'SELECT lsn FROM pg_create_logical_replication_slot(%L, %L, false, false,
+                        coalesce(current_setting(''spock.use_native_failover_slots'', true), ''off'')::boolean)',
+                slot, 'spock_output'))::pg_lsn;
+            -- A commit on p after the slot, which src must have applied
+            -- before the copy's snapshot is taken.
+            sync_lsn := zodan_ci.zodan_value(p, 'SELECT spock.sync_event(true)')::pg_lsn;
+            peer_sync := peer_sync || jsonb_build_object(p, jsonb_build_object('slot', slot, 'slot_lsn', slot_lsn, 'sync_lsn', sync_lsn));
+        END LOOP;
+        FOREACH p IN ARRAY peers LOOP
+            PERFORM zodan_ci.zodan_wait_lsn(ctx, src, zodan_ci.zodan_progress_probe(p), (peer_sync->p->>'sync_lsn')::pg_lsn,
+                format('%s to apply %s''s changes up to %s', src, p, peer_sync->p->>'sync_lsn'));
+            PERFORM zodan_ci.zodan_exec(joiner, format(
+                'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
+                        replication_sets := %L::text[], synchronize_structure := false,
+                        synchronize_data := false, forward_origins := ''{}'', apply_delay := ''0'',
+                        enabled := false)',
+                zodan_ci.zodan_sub_name(p, joiner), cluster->'peers'->>p,
+                (SELECT array_agg(s->>'name') FROM jsonb_array_elements(zodan_ci.zodan_repset_spec(p)->'sets') s)));
+            PERFORM zodan_ci.zodan_info(ctx, format('%s: slot %s at %s, %s caught up to %s, %s created disabled',
+                p, peer_sync->p->>'slot', peer_sync->p->>'slot_lsn', src, peer_sync->p->>'sync_lsn', zodan_ci.zodan_sub_name(p, joiner)));
+        END LOOP;
+        PERFORM zodan_ci.zodan_phase_done(ctx, 3, total, phase, ph,
+            CASE WHEN cardinality(peers) = 0 THEN 'skipped' ELSE 'done' END);
+
+        ------------------------------------------------------------------
+        phase_no := 4; phase := 'copy';
+        skip := ARRAY(SELECT jsonb_array_elements_text(nf->'user_schemas'));
+        skip := skip || 'zodan_ci'::text;
+        ph := zodan_ci.zodan_phase_begin(ctx, 4, total, phase, format('schema and data from %s%s', src,
+            CASE WHEN cardinality(skip) > 0 THEN format(' (keeping %s''s own schemas %s)', joiner, array_to_string(skip, ', ')) ELSE '' END));
+        PERFORM zodan_ci.zodan_exec(joiner, format(
+            'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
+                    replication_sets := %L::text[], synchronize_structure := true,
+                    synchronize_data := true, forward_origins := ''{}'', apply_delay := ''0'',
+                    enabled := true, skip_schema := %L::text[])',
+            zodan_ci.zodan_sub_name(src, joiner), src_dsn,
+            (SELECT array_agg(s->>'name') FROM jsonb_array_elements(zodan_ci.zodan_repset_spec(src)->'sets') s),
+            skip));
+        PERFORM zodan_ci.zodan_wait_copy(ctx, joiner, zodan_ci.zodan_sub_name(src, joiner), src);
+        PERFORM zodan_ci.zodan_info(ctx, format('copied %s tables from %s',
+            zodan_ci.zodan_value(joiner, 'SELECT count(*) FROM spock.tables WHERE set_name IS NOT NULL'), src));
+        PERFORM zodan_ci.zodan_phase_done(ctx, 4, total, phase, ph);
+
+        ------------------------------------------------------------------
+        phase_no := 5; phase := 'catch-up';
+        ph := zodan_ci.zodan_phase_begin(ctx, 5, total, phase, format('%s applies what %s committed during the copy', joiner, src));
+        PERFORM zodan_ci.zodan_sync(ctx, ARRAY[src], ARRAY[joiner]);
+        PERFORM zodan_ci.zodan_phase_done(ctx, 5, total, phase, ph);
+
+        ------------------------------------------------------------------
+        phase_no := 6; phase := 'align-peers';
+        ph := zodan_ci.zodan_phase_begin(ctx, 6, total, phase,
+            CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
+                 ELSE format('start %s exactly where the copy left them', array_to_string(peers, ', ')) END);
+        FOREACH p IN ARRAY peers LOOP
+            slot := peer_sync->p->>'slot';
+            -- Where src had applied p's changes when the snapshot was taken:
+            -- the copy brought S's progress record along to joiner.
+            target := zodan_ci.zodan_value(joiner, zodan_ci.zodan_progress_probe(p))::pg_lsn;
+            IF target IS NULL THEN
+                RAISE EXCEPTION 'the copy from % brought no record of how far % had applied %''s changes; refusing to guess where %''s stream to % starts',
+                                src, src, p, p, joiner
+                    USING ERRCODE = 'ZDD01',
+                          HINT = format('Check that %s subscribes to %s and is replicating, then CALL add_node again.', src, p);
+            END IF;
+            IF target < (peer_sync->p->>'sync_lsn')::pg_lsn THEN
+                RAISE EXCEPTION 'the copy from % says % had applied %''s changes only up to %, but it had reached % before the copy started; refusing to position %''s stream to %',
+                                src, src, p, target, peer_sync->p->>'sync_lsn', p, joiner
+                    USING ERRCODE = 'ZDD01',
+                          HINT = 'The progress record is stale; CALL add_node again.';
+            END IF;
+            flushed := zodan_ci.zodan_value(p, format(
+                'SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %L', slot))::pg_lsn;
+            IF flushed IS NULL THEN
+                RAISE EXCEPTION 'slot % on % disappeared', slot, p USING ERRCODE = 'ZDC02';
+            END IF;
+            IF target > flushed THEN
+                PERFORM zodan_ci.zodan_exec(p, format('SELECT pg_replication_slot_advance(%L, %L::pg_lsn)', slot, target));
+            END IF;
+            PERFORM zodan_ci.zodan_exec(joiner, format('SELECT pg_replication_origin_advance(%L, %L::pg_lsn)', slot, target));
+            PERFORM zodan_ci.zodan_info(ctx, format('%s->%s starts at %s (slot was at %s)', p, joiner, target, flushed));
+        END LOOP;
+        PERFORM zodan_ci.zodan_phase_done(ctx, 6, total, phase, ph,
+            CASE WHEN cardinality(peers) = 0 THEN 'skipped' ELSE 'done' END);
+
+        ------------------------------------------------------------------
+        phase_no := 7; phase := 'replication-sets';
+        ph := zodan_ci.zodan_phase_begin(ctx, 7, total, phase, format('%s gets %s''s replication sets', joiner, src));
+        spec := zodan_ci.zodan_repset_spec(src);
+        summary := zodan_ci.zodan_value(joiner, format('SELECT zodan_ci.zodan_apply_repsets(%L::jsonb)', spec));
+        PERFORM zodan_ci.zodan_info(ctx, summary);
+        -- The source may have changed while we copied; say exactly what.
+        SELECT array_agg(d ORDER BY d) INTO failed FROM (
+            (SELECT 'only on ' || src || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(src)) e
+             EXCEPT SELECT 'only on ' || src || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(joiner)) e)
+            UNION ALL
+            (SELECT 'only on ' || joiner || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(joiner)) e
+             EXCEPT SELECT 'only on ' || joiner || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(src)) e)) diff(d);
+        IF failed IS NOT NULL THEN
+            PERFORM zodan_ci.zodan_warn(ctx, format('replication sets of %s changed during the join; reconcile on %s with spock.repset_add_table/repset_remove_table: %s',
+                src, joiner, array_to_string(failed, '; ')));
+        END IF;
+        PERFORM zodan_ci.zodan_phase_done(ctx, 7, total, phase, ph);
+
+        ------------------------------------------------------------------
+        phase_no := 8; phase := 'enable-peers';
+        ph := zodan_ci.zodan_phase_begin(ctx, 8, total, phase,
+            CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
+                 ELSE format('start %s', (SELECT string_agg(zodan_ci.zodan_sub_name(q, joiner), ', ') FROM unnest(peers) q)) END);
+        FOREACH p IN ARRAY peers LOOP
+            PERFORM zodan_ci.zodan_exec(joiner, format('SELECT spock.sub_enable(%L, true)', zodan_ci.zodan_sub_name(p, joiner)));
+        END LOOP;
+        IF cardinality(peers) > 0 THEN
+            lsns := zodan_ci.zodan_sync(ctx, peers, ARRAY[joiner]);
+            FOREACH p IN ARRAY peers LOOP
+                PERFORM zodan_ci.zodan_info(ctx, format('%s replicating, %s has %s''s changes up to %s',
+                    zodan_ci.zodan_sub_name(p, joiner), joiner, p, lsns->>p));
+            END LOOP;
+        END IF;
+        PERFORM zodan_ci.zodan_phase_done(ctx, 8, total, phase, ph,
+            CASE WHEN cardinality(peers) = 0 THEN 'skipped' ELSE 'done' END);
+
+        ------------------------------------------------------------------
+        phase_no := 9; phase := 'subscribe';
+        ph := zodan_ci.zodan_phase_begin(ctx, 9, total, phase, format('%s subscribe to %s', array_to_string(everyone, ', '), joiner));
+        spec := zodan_ci.zodan_repset_spec(joiner);
+        FOREACH x IN ARRAY everyone LOOP
+            PERFORM zodan_ci.zodan_exec(x, format(
+                'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
+                        replication_sets := %L::text[], synchronize_structure := false,
+                        synchronize_data := false, forward_origins := ''{}'', apply_delay := ''0'',
+                        enabled := true)',
+                zodan_ci.zodan_sub_name(joiner, x), new_node_dsn,
+                (SELECT array_agg(s->>'name') FROM jsonb_array_elements(spec->'sets') s)));
+            PERFORM zodan_ci.zodan_detail(ctx, format('created %s on %s', zodan_ci.zodan_sub_name(joiner, x), x));
+        END LOOP;
+        PERFORM zodan_ci.zodan_wait_replicating(ctx, everyone);
+        PERFORM zodan_ci.zodan_phase_done(ctx, 9, total, phase, ph);
+
+        ------------------------------------------------------------------
+        phase_no := 10; phase := 'verify';
+        ph := zodan_ci.zodan_phase_begin(ctx, 10, total, phase, 'changes flow both ways between every pair');
+        -- Every node's event must reach every other node.
+        PERFORM zodan_ci.zodan_sync(ctx, everyone || joiner, everyone || joiner);
+        PERFORM zodan_ci.zodan_wait_replicating(ctx, everyone || joiner);
+        PERFORM zodan_ci.zodan_phase_done(ctx, 10, total, phase, ph);
+
+        PERFORM zodan_ci.zodan_report(ctx, src, everyone || joiner);
+        PERFORM zodan_ci.zodan_op_end(ctx, 'succeeded');
+        PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('%s joined the cluster in %s', joiner, zodan_ci.zodan_seconds(began)));
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                                det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+        msg := zodan_ci.zodan_redact(msg);
+        det := zodan_ci.zodan_redact(det);
+        BEGIN
+            PERFORM zodan_ci.zodan_phase_failed(ctx);
+            IF joined THEN
+                PERFORM zodan_ci.zodan_say(ctx, 'ZD006', format('phase %s/%s %s failed: %s; rolling back', phase_no, total, phase, msg));
+                pending := zodan_ci.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), source_registered, new_db,
+                    zodan_ci.zodan_value(joiner, format('SELECT details->''content'' FROM zodan_ci.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
+                IF pending = '{}'::jsonb THEN
+                    cleanup := format('Everything add_node had created was removed; fix the cause and CALL add_node again.');
+                ELSE
+                    cleanup := format(E'Rolled back on every reachable node, but not on: %s. Once they are back, run there:\n%s\nThen CALL add_node again.',
+                                      (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(pending) k),
+                                      zodan_ci.zodan_pending_text(pending));
+                END IF;
+            ELSE
+                cleanup := 'Nothing had been created.';
+            END IF;
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
+            cleanup := format('The rollback failed too (%s); CALL zodan_ci.remove_node(%L, %L) on %s removes what is left, then CALL add_node again.',
+                              zodan_ci.zodan_redact(SQLERRM), joiner, '<new_node_dsn>', src);
+        END;
+        PERFORM zodan_ci.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
+                                    format('%s: %s', st, msg), cleanup);
+        PERFORM zodan_ci.zodan_disconnect_all();
+        RAISE EXCEPTION 'add_node % failed in phase %/% %: %', joiner, phase_no, total, phase, msg
+            USING ERRCODE = st,
+                  DETAIL = concat_ws(E'\n', nullif(det, ''), cleanup),
+                  HINT = coalesce(hnt, '');
+    END;
+    PERFORM zodan_ci.zodan_disconnect_all();
+END;
+$proc$;
+
+COMMENT ON PROCEDURE zodan_ci.add_node(text, text, text, text, boolean, text, text, jsonb, interval) IS
+    'zodan: joins this database to the cluster of src_node_name without stopping writes; run it on the new node. Rolls back on failure.';
+
+-- Undoes a join of node N (see cleanup.sql.tmpl): N's subscriptions and
+-- node first, then N's traces on every other node, then the source's node
+-- row if add_node created it, then whatever the copy put into N. Returns
+-- the statements left for nodes that could not be reached.
+CREATE FUNCTION zodan_ci.zodan_undo_join(ctx jsonb, n text, s text, nodes text[], source_registered boolean,
+                                        new_db text, content jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    pending jsonb;
+BEGIN
+    -- Its workers stop first, so nothing it subscribes with stays in use.
+    PERFORM zodan_ci.zodan_exec(n, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
+    pending := zodan_ci.zodan_detach(ctx, n, coalesce(new_db, zodan_ci.zodan_remote_dbname(n)), nodes);
+    IF source_registered THEN
+        BEGIN
+            IF zodan_ci.zodan_alive(s) THEN
+                PERFORM zodan_ci.zodan_exec(s, format(
+                    'SELECT spock.node_drop(%L, true) WHERE NOT EXISTS (SELECT 1 FROM spock.subscription)', s));
+            ELSE
+                pending := pending || jsonb_build_object(s, jsonb_build_array(format('SELECT spock.node_drop(%L, true)', s)));
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            pending := pending || jsonb_build_object(s, jsonb_build_array(format('SELECT spock.node_drop(%L, true)', s)));
+        END;
+    END IF;
+    PERFORM zodan_ci.zodan_reset_node(ctx, n, content);
+    RETURN pending;
+END;
+$fn$;
+
+-- The closing report: the cluster's nodes and every subscription's status.
+CREATE FUNCTION zodan_ci.zodan_report(ctx jsonb, via text, nodes text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r record;
+    node text;
+BEGIN
+    PERFORM zodan_ci.zodan_say(ctx, 'ZD005', 'nodes: ' || (SELECT string_agg(
+        format('%s (%s)', j->>'node_name', concat_ws(', ', nullif(j->>'location', ''), nullif(j->>'country', ''))),
+        ', ' ORDER BY j->>'node_name')
+        FROM zodan_ci.zodan_query(via, 'SELECT node_name, location, country FROM spock.node') AS j));
+    FOREACH node IN ARRAY (SELECT array_agg(x ORDER BY x) FROM unnest(nodes) x) LOOP
+        PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('subscriptions on %s: %s', node, coalesce((SELECT string_agg(
+            format('%s %s', j->>'subscription_name', j->>'status'), ', ' ORDER BY j->>'subscription_name')
+            FROM zodan_ci.zodan_query(node, 'SELECT subscription_name, status FROM spock.sub_show_status()') AS j), 'none')));
+    END LOOP;
+END;
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- remove_node: takes a node out of the cluster. Runs on the node itself
+-- (as upstream Zodan does) or on any other node of the cluster, so a node
+-- that is down, unreachable or only half added can be removed too.
+--
+--   1 checks   find the target on every node, take the cluster lock
+--   2 drain    if the target is reachable, the others receive everything
+--              it committed so far
+--   3 detach   every other node drops its subscriptions from the target,
+--              the slots the target reads, its progress rows and its node
+--   4 reset    the target (if reachable) drops its subscriptions and node:
+--              it keeps its data and becomes a plain database
+--   5 verify   the remaining nodes replicate among themselves
+-- ---------------------------------------------------------------------------
+
+CREATE PROCEDURE zodan_ci.remove_node(
+    target_node_name text,
+    target_node_dsn text DEFAULT NULL,
+    verbose_mode boolean DEFAULT true,
+    sync_timeout interval DEFAULT NULL)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $proc$
+DECLARE
+    total CONSTANT integer := 5;
+    tgt text := target_node_name;
+    here text;
+    local_dsn text;
+    target_dsn text := target_node_dsn;
+    target_db text;
+    target_up boolean := false;
+    ctx jsonb;
+    r record;
+    node text;
+    known text[] := '{}';
+    survivors text[] := '{}';
+    reachable text[] := '{}';
+    unreachable jsonb := '{}';
+    subscribers text[];
+    ph timestamptz;
+    phase_no integer := 0;
+    phase text := 'start';
+    began timestamptz := clock_timestamp();
+    pending jsonb := '{}';
+    cleanup text;
+    st text; msg text; det text; hnt text;
+BEGIN
+    PERFORM set_config('log_min_error_statement', 'panic', true)
+      FROM pg_roles WHERE rolname = current_user AND rolsuper;
+    IF tgt IS NULL THEN
+        RAISE EXCEPTION 'target_node_name is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- The node this runs on, and the DSN to reach it from itself.
+    SELECT n.node_name, i.if_dsn INTO here, local_dsn
+      FROM spock.local_node l
+      JOIN spock.node n ON n.node_id = l.node_id
+      JOIN spock.node_interface i ON i.if_id = l.node_local_interface;
+    IF here IS NULL THEN
+        RAISE EXCEPTION 'remove_node must run on a node of the cluster, and this database is not a Spock node'
+            USING ERRCODE = 'ZDC01',
+                  HINT = format('Connect to any remaining node of the cluster (or to %s itself) and run the CALL there.', tgt);
+    END IF;
+    IF here = tgt AND target_dsn IS NOT NULL THEN
+        local_dsn := target_dsn;
+    END IF;
+
+    ctx := zodan_ci.zodan_op_begin('remove_node', tgt, NULL, here, local_dsn, verbose_mode, sync_timeout,
+                                  jsonb_build_object('run_on', here));
+    BEGIN
+        ------------------------------------------------------------------
+        phase_no := 1; phase := 'checks';
+        ph := zodan_ci.zodan_phase_begin(ctx, 1, total, phase, format('find %s in the cluster of %s', tgt, here));
+        -- Every node this one knows, and every node those know: a half
+        -- added node may be known only to some.
+        known := ARRAY[here];
+        FOR r IN SELECT * FROM zodan_ci.zodan_cluster_nodes(here) LOOP
+            IF r.name = tgt THEN
+                target_dsn := coalesce(target_dsn, r.dsn);
+                CONTINUE;
+            END IF;
+            CONTINUE WHEN r.name = here;
+            known := known || r.name;
+            BEGIN
+                PERFORM zodan_ci.zodan_join(ctx, r.name, r.dsn);
+                reachable := reachable || r.name;
+            EXCEPTION WHEN lock_not_available THEN
+                RAISE;
+            WHEN OTHERS THEN
+                unreachable := unreachable || jsonb_build_object(r.name, zodan_ci.zodan_redact(SQLERRM));
+            END;
+        END LOOP;
+        IF here <> tgt THEN
+            reachable := here || reachable;
+        END IF;
+        survivors := ARRAY(SELECT x FROM unnest(known) x WHERE x <> tgt ORDER BY 1);
+        FOREACH node IN ARRAY reachable LOOP
+            FOR r IN SELECT * FROM zodan_ci.zodan_cluster_nodes(node) WHERE name = tgt LOOP
+                target_dsn := coalesce(target_dsn, r.dsn);
+            END LOOP;
+        END LOOP;
+
+        IF here = tgt THEN
+            target_up := true;
+        ELSIF target_dsn IS NOT NULL THEN
+            BEGIN
+                PERFORM zodan_ci.zodan_join(ctx, tgt, target_dsn);
+                target_up := true;
+            EXCEPTION WHEN lock_not_available THEN
+                RAISE;
+            WHEN OTHERS THEN
+                PERFORM zodan_ci.zodan_warn(ctx, format('%s is unreachable (%s): what it committed and did not send yet is lost with it',
+                                                      tgt, zodan_ci.zodan_redact(SQLERRM)));
+            END;
+        END IF;
+        IF target_dsn IS NULL AND NOT target_up THEN
+            RAISE EXCEPTION 'node % is not part of the cluster of %', tgt, here
+                USING ERRCODE = 'ZDC01',
+                      HINT = format('Nodes known to %s: %s.', here, array_to_string(known, ', '));
+        END IF;
+        target_db := CASE WHEN target_up THEN zodan_ci.zodan_remote_dbname(tgt)
+                          ELSE coalesce(zodan_ci.zodan_dsn_dbname(target_dsn), current_database()) END;
+        IF unreachable <> '{}'::jsonb THEN
+            PERFORM zodan_ci.zodan_warn(ctx, format('unreachable, to be cleaned later: %s',
+                (SELECT string_agg(format('%s (%s)', key, value #>> '{}'), ', ') FROM jsonb_each(unreachable))));
+        END IF;
+        PERFORM zodan_ci.zodan_info(ctx, format('%s is %s; remaining nodes: %s', tgt,
+            CASE WHEN target_up THEN 'reachable' ELSE 'unreachable' END,
+            coalesce(nullif(array_to_string(survivors, ', '), ''), 'none')));
+        PERFORM zodan_ci.zodan_phase_done(ctx, 1, total, phase, ph);
+
+        ------------------------------------------------------------------
+        phase_no := 2; phase := 'drain';
+        subscribers := '{}';
+        IF target_up THEN
+            FOREACH node IN ARRAY reachable LOOP
+                IF zodan_ci.zodan_value(node, format(
+                       'SELECT count(*) FROM spock.subscription s JOIN spock.node o ON o.node_id = s.sub_origin
+                         WHERE o.node_name = %L AND s.sub_enabled', tgt))::integer > 0 THEN
+                    subscribers := subscribers || node;
+                END IF;
+            END LOOP;
+        END IF;
+        ph := zodan_ci.zodan_phase_begin(ctx, 2, total, phase,
+            CASE WHEN cardinality(subscribers) = 0 THEN 'nothing to send'
+                 ELSE format('%s receive what %s committed', array_to_string(subscribers, ', '), tgt) END);
+        IF cardinality(subscribers) > 0
+           AND zodan_ci.zodan_value(tgt, 'SELECT count(*) FROM spock.local_node')::integer > 0 THEN
+            PERFORM zodan_ci.zodan_info(ctx, format('%s have %s''s changes up to %s', array_to_string(subscribers, ', '), tgt,
+                zodan_ci.zodan_sync(ctx, ARRAY[tgt], subscribers)->>tgt));
+        END IF;
+        PERFORM zodan_ci.zodan_phase_done(ctx, 2, total, phase, ph,
+            CASE WHEN cardinality(subscribers) = 0 THEN 'skipped' ELSE 'done' END);
+
+        ------------------------------------------------------------------
+        phase_no := 3; phase := 'detach';
+        ph := zodan_ci.zodan_phase_begin(ctx, 3, total, phase,
+            format('remove %s from %s', tgt, coalesce(nullif(array_to_string(survivors, ', '), ''), 'no other node')));
+        IF target_up THEN
+            -- Its apply workers stop first, so its slots on the others are free.
+            PERFORM zodan_ci.zodan_exec(tgt, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
+        END IF;
+        pending := zodan_ci.zodan_detach(ctx, tgt, target_db, survivors);
+        PERFORM zodan_ci.zodan_phase_done(ctx, 3, total, phase, ph);
+
+        ------------------------------------------------------------------
+        phase_no := 4; phase := 'reset';
+        ph := zodan_ci.zodan_phase_begin(ctx, 4, total, phase, format('%s becomes a plain database, keeping its data', tgt));
+        IF target_up THEN
+            PERFORM zodan_ci.zodan_reset_node(ctx, tgt, NULL);
+        ELSE
+            pending := pending || jsonb_build_object(tgt, to_jsonb(zodan_ci.zodan_reset_statements()));
+        END IF;
+        PERFORM zodan_ci.zodan_phase_done(ctx, 4, total, phase, ph, CASE WHEN target_up THEN 'done' ELSE 'skipped' END);
+
+        ------------------------------------------------------------------
+        phase_no := 5; phase := 'verify';
+        reachable := ARRAY(SELECT x FROM unnest(reachable) x WHERE x <> tgt);
+        ph := zodan_ci.zodan_phase_begin(ctx, 5, total, phase,
+            format('%s replicate among themselves', coalesce(nullif(array_to_string(reachable, ', '), ''), 'no remaining node')));
+        IF cardinality(reachable) > 1 THEN
+            PERFORM zodan_ci.zodan_wait_replicating(ctx, reachable);
+            PERFORM zodan_ci.zodan_sync(ctx, reachable, reachable);
+        END IF;
+        PERFORM zodan_ci.zodan_phase_done(ctx, 5, total, phase, ph, CASE WHEN cardinality(reachable) > 1 THEN 'done' ELSE 'skipped' END);
+
+        IF cardinality(reachable) > 0 THEN
+            PERFORM zodan_ci.zodan_report(ctx, reachable[1], reachable);
+        END IF;
+        IF pending <> '{}'::jsonb THEN
+            cleanup := format(E'Not cleaned yet: %s. Once they are back, run there:\n%s',
+                              (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(pending) k),
+                              zodan_ci.zodan_pending_text(pending));
+            PERFORM zodan_ci.zodan_warn(ctx, cleanup);
+        END IF;
+        PERFORM zodan_ci.zodan_op_end(ctx, 'succeeded', NULL, cleanup);
+        PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('%s removed in %s', tgt, zodan_ci.zodan_seconds(began)));
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                                det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+        msg := zodan_ci.zodan_redact(msg);
+        BEGIN
+            PERFORM zodan_ci.zodan_phase_failed(ctx);
+        EXCEPTION WHEN OTHERS THEN
+            NULL;
+        END;
+        cleanup := CASE WHEN phase_no <= 1 THEN 'Nothing was changed.'
+                        ELSE format('Removal is idempotent: fix the cause and CALL zodan_ci.remove_node(%L) again to finish it.', tgt) END;
+        PERFORM zodan_ci.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
+                                    format('%s: %s', st, msg), cleanup);
+        PERFORM zodan_ci.zodan_disconnect_all();
+        RAISE EXCEPTION 'remove_node % failed in phase %/% %: %', tgt, phase_no, total, phase, msg
+            USING ERRCODE = st,
+                  DETAIL = concat_ws(E'\n', nullif(zodan_ci.zodan_redact(det), ''), cleanup),
+                  HINT = coalesce(hnt, '');
+    END;
+    PERFORM zodan_ci.zodan_disconnect_all();
+END;
+$proc$;
+
+COMMENT ON PROCEDURE zodan_ci.remove_node(text, text, boolean, interval) IS
+    'zodan: removes a node from the cluster; runs on that node or on any other node, also when the node is down';
+

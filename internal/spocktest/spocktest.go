@@ -1,0 +1,360 @@
+// Package spocktest runs local Spock clusters for the end-to-end tests and
+// the demo: every node is its own PostgreSQL instance (from
+// ZODAN_SPOCK_BINDIR) on its own port and data directory, configured as
+// pgEdge ships Spock (AutoDDL on), with zodan installed by the installer.
+package spocktest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/zodan-project/zodan/internal/dbconn"
+	"github.com/zodan-project/zodan/internal/install"
+	"github.com/zodan-project/zodan/internal/pgtest"
+	"github.com/zodan-project/zodan/internal/render"
+)
+
+// BinDirEnv names the environment variable that points at the bin
+// directory of a PostgreSQL with Spock installed.
+const BinDirEnv = "ZODAN_SPOCK_BINDIR"
+
+// SkipMessage explains how to enable what needs Spock.
+const SkipMessage = BinDirEnv + " is not set: set it to the bin directory of a PostgreSQL 15 with Spock 5.0.x (and dblink) installed, e.g. " +
+	BinDirEnv + "=/opt/pgspock/bin, to run the end-to-end tests against real Spock"
+
+// BinDir returns ZODAN_SPOCK_BINDIR, checking that it holds a PostgreSQL
+// with the spock library; ok is false when it is unset.
+func BinDir() (dir string, ok bool, err error) {
+	dir = os.Getenv(BinDirEnv)
+	if dir == "" {
+		return "", false, nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "postgres")); err != nil {
+		return dir, true, fmt.Errorf("%s=%s has no postgres binary: %w", BinDirEnv, dir, err)
+	}
+	return dir, true, nil
+}
+
+// Database is the database every node replicates.
+const Database = "app"
+
+// Settings are the postgresql.conf lines of every node.
+var Settings = map[string]string{
+	"shared_preload_libraries":       "'spock'",
+	"wal_level":                      "logical",
+	"track_commit_timestamp":         "on",
+	"max_replication_slots":          "16",
+	"max_wal_senders":                "16",
+	"max_worker_processes":           "32",
+	"max_connections":                "100",
+	"spock.enable_ddl_replication":   "on",
+	"spock.include_ddl_repset":       "on",
+	"spock.allow_ddl_from_functions": "on",
+	"spock.conflict_resolution":      "last_update_wins",
+	"log_min_messages":               "warning",
+	"wal_sender_timeout":             "10s",
+	"wal_receiver_timeout":           "10s",
+}
+
+// Node is one Spock node.
+type Node struct {
+	Name    string
+	Cluster *pgtest.Cluster
+}
+
+// DSN connects to the node's replicated database.
+func (n *Node) DSN() string { return n.Cluster.DSN(Database) }
+
+// NewNode starts a PostgreSQL with Spock, creates the replicated database
+// with the spock and dblink extensions, and installs zodan. The node is
+// not registered as a Spock node. The caller destroys it.
+func NewNode(ctx context.Context, binDir, name string) (*Node, error) {
+	c, err := pgtest.New(pgtest.Options{BinDir: binDir, Name: name, Settings: Settings})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Start(); err != nil {
+		c.Destroy()
+		return nil, err
+	}
+	n := &Node{Name: name, Cluster: c}
+	if err := n.Exec(ctx, "postgres", "CREATE DATABASE "+Database); err != nil {
+		c.Destroy()
+		return nil, err
+	}
+	if err := n.Exec(ctx, Database, "CREATE EXTENSION spock; CREATE EXTENSION dblink"); err != nil {
+		c.Destroy()
+		return nil, err
+	}
+	if err := n.Install(ctx); err != nil {
+		c.Destroy()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Install installs (or repairs) zodan on the node, as zodan-install does.
+func (n *Node) Install(ctx context.Context) error {
+	conn, err := dbconn.Connect(ctx, n.DSN(), dbconn.Options{ApplicationName: "zodan-install"})
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	in, err := install.New(conn, render.DefaultSchema, render.Options{})
+	if err != nil {
+		return err
+	}
+	if _, err := in.Install(ctx); err != nil {
+		return fmt.Errorf("installing zodan on %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// Connect opens a plain connection to db on the node, as an application
+// would: with AutoDDL as the server is configured (zodan's own
+// connections switch it off).
+func (n *Node) Connect(ctx context.Context, db string) (*pgx.Conn, error) {
+	conn, err := pgx.Connect(ctx, n.Cluster.DSN(db)+" application_name=spocktest")
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", n.Name, err)
+	}
+	return conn, nil
+}
+
+// Exec runs SQL on db of the node.
+func (n *Node) Exec(ctx context.Context, db, sql string, args ...any) error {
+	conn, err := n.Connect(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		return fmt.Errorf("on %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// QueryValue runs a query returning one value on the node's database.
+func QueryValue[T any](ctx context.Context, n *Node, sql string, args ...any) (T, error) {
+	var v T
+	conn, err := n.Connect(ctx, Database)
+	if err != nil {
+		return v, err
+	}
+	defer conn.Close(ctx)
+	err = conn.QueryRow(ctx, sql, args...).Scan(&v)
+	if err != nil {
+		err = fmt.Errorf("on %s: %w", n.Name, err)
+	}
+	return v, err
+}
+
+// Register makes the node a Spock node.
+func (n *Node) Register(ctx context.Context) error {
+	return n.Exec(ctx, Database, "SELECT spock.node_create($1, $2)", n.Name, n.DSN())
+}
+
+// Subscribe creates the subscription that makes n receive provider's
+// changes, the way a cluster is built by hand.
+func (n *Node) Subscribe(ctx context.Context, provider *Node) error {
+	return n.Exec(ctx, Database, "SELECT spock.sub_create($1, $2)",
+		"sub_"+provider.Name+"_"+n.Name, provider.DSN())
+}
+
+// Call is the outcome of a CALL: the NOTICEs it sent and its error.
+type Call struct {
+	Notices []*pgconn.Notice
+	Err     error
+	Elapsed time.Duration
+}
+
+// Messages are the notice texts, one per line.
+func (c Call) Messages() string {
+	var b strings.Builder
+	for _, n := range c.Notices {
+		fmt.Fprintf(&b, "%s: %s\n", n.Severity, n.Message)
+	}
+	return b.String()
+}
+
+// Call runs a statement (a CALL) on the node, collecting its NOTICEs.
+// onNotice, if set, sees each NOTICE as it arrives.
+func (n *Node) Call(ctx context.Context, sql string, args ...any) Call {
+	var mu sync.Mutex
+	var res Call
+	conn, err := dbconn.Connect(ctx, n.DSN(), dbconn.Options{ApplicationName: "spocktest call", OnNotice: func(nt *pgconn.Notice) {
+		mu.Lock()
+		res.Notices = append(res.Notices, nt)
+		mu.Unlock()
+	}})
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	start := time.Now()
+	_, res.Err = conn.Exec(ctx, sql, args...)
+	res.Elapsed = time.Since(start)
+	mu.Lock()
+	defer mu.Unlock()
+	res.Notices = slices.Clone(res.Notices)
+	return res
+}
+
+// AddNode runs spock.add_node on n (the new node) with src as the source.
+func (n *Node) AddNode(ctx context.Context, src *Node, extra ...string) Call {
+	args := []any{src.Name, src.DSN(), n.Name, n.DSN()}
+	sql := "CALL spock.add_node(src_node_name => $1, src_dsn => $2, new_node_name => $3, new_node_dsn => $4"
+	for _, e := range extra {
+		sql += ", " + e
+	}
+	return n.Call(ctx, sql+")", args...)
+}
+
+// Cluster is a set of nodes that replicate with each other.
+type Cluster struct {
+	BinDir string
+	Nodes  []*Node
+}
+
+// Get returns the node called name.
+func (c *Cluster) Get(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Destroy stops and removes every node.
+func (c *Cluster) Destroy() {
+	for _, n := range c.Nodes {
+		n.Cluster.Destroy()
+	}
+}
+
+// StartNodes starts unregistered nodes named names, in parallel.
+func StartNodes(ctx context.Context, binDir string, names ...string) ([]*Node, error) {
+	nodes := make([]*Node, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nodes[i], errs[i] = NewNode(ctx, binDir, name)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, n := range nodes {
+			if n != nil {
+				n.Cluster.Destroy()
+			}
+		}
+		return nil, err
+	}
+	return nodes, nil
+}
+
+// NewMesh starts len(names) nodes and connects every pair both ways, as a
+// DBA would build a cluster by hand, then waits until every subscription
+// replicates.
+func NewMesh(ctx context.Context, binDir string, names ...string) (*Cluster, error) {
+	nodes, err := StartNodes(ctx, binDir, names...)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{BinDir: binDir, Nodes: nodes}
+	for _, n := range nodes {
+		if err := n.Register(ctx); err != nil {
+			c.Destroy()
+			return nil, err
+		}
+	}
+	for _, n := range nodes {
+		for _, p := range nodes {
+			if n != p {
+				if err := n.Subscribe(ctx, p); err != nil {
+					c.Destroy()
+					return nil, err
+				}
+			}
+		}
+	}
+	if err := c.WaitReplicating(ctx, 2*time.Minute); err != nil {
+		c.Destroy()
+		return nil, err
+	}
+	return c, nil
+}
+
+// WaitReplicating polls until every subscription on every node is
+// replicating.
+func (c *Cluster) WaitReplicating(ctx context.Context, limit time.Duration) error {
+	return Poll(ctx, limit, func() (bool, string, error) {
+		for _, n := range c.Nodes {
+			bad, err := QueryValue[string](ctx, n, `SELECT coalesce(string_agg(subscription_name || ' ' || status, ', '), '')
+			    FROM spock.sub_show_status() WHERE status <> 'replicating'`)
+			if err != nil {
+				return false, "", err
+			}
+			if bad != "" {
+				return false, n.Name + ": " + bad, nil
+			}
+		}
+		return true, "", nil
+	})
+}
+
+// Poll calls check until it reports done, an error, or limit passes; the
+// error then says what check last saw.
+func Poll(ctx context.Context, limit time.Duration, check func() (done bool, state string, err error)) error {
+	deadline := time.Now().Add(limit)
+	delay := 20 * time.Millisecond
+	var state string
+	for {
+		done, s, err := check()
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		state = s
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still not done after %s: %s", limit, state)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 500*time.Millisecond)
+	}
+}
+
+// WaitForRelation polls until relation exists on every one of nodes: DDL
+// run on one node reaches the others through AutoDDL, asynchronously.
+func WaitForRelation(ctx context.Context, nodes []*Node, relation string, limit time.Duration) error {
+	return Poll(ctx, limit, func() (bool, string, error) {
+		for _, n := range nodes {
+			ok, err := QueryValue[bool](ctx, n, `SELECT to_regclass($1) IS NOT NULL`, relation)
+			if err != nil || !ok {
+				return false, relation + " is not on " + n.Name + " yet", err
+			}
+		}
+		return true, "", nil
+	})
+}
