@@ -741,6 +741,28 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT pg_sleep(least(1.0, 0.02 * power(1.6, least(attempt, 20)))) $fn$;
 
+-- The Spock node this database is, and the DSN others reach it with.
+-- Read in a subtransaction that is then rolled back on purpose: that
+-- releases the catalog locks the read took, which would otherwise last
+-- as long as the CALL and block spock.node_drop of this very node (it
+-- needs an exclusive lock on spock.local_node) in the zodan connection.
+CREATE FUNCTION spock.zodan_local_node(OUT name text, OUT dsn text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    BEGIN
+        SELECT n.node_name, i.if_dsn INTO name, dsn
+          FROM spock.local_node l
+          JOIN spock.node n ON n.node_id = l.node_id
+          JOIN spock.node_interface i ON i.if_id = l.node_local_interface;
+        RAISE EXCEPTION USING ERRCODE = 'ZD999';
+    EXCEPTION WHEN SQLSTATE 'ZD999' THEN
+        NULL;
+    END;
+END;
+$fn$;
+
 -- ---------------------------------------------------------------------------
 -- Operations: progress messages, phases and the journal.
 --
@@ -924,6 +946,30 @@ BEGIN
     ctx := ctx || jsonb_build_object('op', op, 'app', format('zodan %s %s (op %s on %s)', kind, target, op, local_node));
     PERFORM spock.zodan_exec(local_node, format('SET application_name = %L', left(ctx->>'app', 63)));
     RETURN ctx;
+END;
+$fn$;
+
+-- Whether node can be worked on: its connection works, or, when it broke
+-- (the node restarted during the operation), a new one could be opened
+-- with the DSN the operation used and the cluster lock taken again.
+-- dsns maps node names to DSNs. Never raises.
+CREATE FUNCTION spock.zodan_reachable(ctx jsonb, node text, dsns jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF spock.zodan_alive(node) THEN
+        RETURN true;
+    END IF;
+    IF dsns IS NULL OR NOT dsns ? node THEN
+        RETURN false;
+    END IF;
+    PERFORM spock.zodan_join(ctx, node, dsns->>node);
+    PERFORM spock.zodan_detail(ctx, format('reconnected to %s', node));
+    RETURN true;
+EXCEPTION WHEN OTHERS THEN
+    RETURN false;
 END;
 $fn$;
 
@@ -1823,15 +1869,18 @@ BEGIN
         format($s$SELECT spock.sub_drop(s.sub_name, true) FROM spock.subscription s JOIN spock.node o ON o.node_id = s.sub_origin WHERE o.node_name = %L$s$, target),
         format($s$SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %L AND active_pid IS NOT NULL$s$, slot),
         format($s$SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %L AND NOT active$s$, slot),
-        format($s$DELETE FROM spock.progress WHERE node_id IN (SELECT node_id FROM spock.node WHERE node_name = %L) OR remote_node_id IN (SELECT node_id FROM spock.node WHERE node_name = %L)$s$, target, target),
-        format($s$SELECT spock.node_drop(%L, true)$s$, target)
+        format($s$SELECT spock.node_drop(%L, true)$s$, target),
+        -- progress rows are keyed by node id, which is gone by now (the
+        -- last sub_drop from a provider drops its node row, too)
+        $s$DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node)$s$
     ];
 END;
 $fn$;
 
--- Removes target from each reachable node of nodes. Returns, per node that
--- could not be cleaned, the statements still to run there.
-CREATE FUNCTION spock.zodan_detach(ctx jsonb, target text, target_db text, nodes text[])
+-- Removes target from each reachable node of nodes (see zodan_reachable
+-- for dsns). Returns, per node that could not be cleaned, the statements
+-- still to run there.
+CREATE FUNCTION spock.zodan_detach(ctx jsonb, target text, target_db text, nodes text[], dsns jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1846,7 +1895,7 @@ BEGIN
     FOREACH node IN ARRAY nodes LOOP
         CONTINUE WHEN node = target;
         stmts := spock.zodan_detach_statements(node, target, target_db);
-        IF NOT spock.zodan_alive(node) THEN
+        IF NOT spock.zodan_reachable(ctx, node, dsns) THEN
             pending := pending || jsonb_build_object(node, to_jsonb(stmts));
             CONTINUE;
         END IF;
@@ -2259,6 +2308,7 @@ DECLARE
     target pg_lsn;
     flushed pg_lsn;
     peer_sync jsonb := '{}';
+    dsns jsonb;
     lsns jsonb;
     spec jsonb;
     summary text;
@@ -2299,6 +2349,8 @@ BEGIN
         END IF;
         peers := ARRAY(SELECT jsonb_object_keys(cluster->'peers') ORDER BY 1);
         everyone := src || peers;
+        -- Kept in memory only, to reconnect to a node that restarts.
+        dsns := cluster->'peers' || jsonb_build_object(src, src_dsn);
         PERFORM spock.zodan_detail(ctx, format('cluster seen from %s: %s', src,
             coalesce(nullif(array_to_string(everyone, ', '), ''), src)));
 
@@ -2309,7 +2361,7 @@ BEGIN
             PERFORM spock.zodan_info(ctx, format('cleaning up after %s of %s (op %s, started %s), interrupted in phase %s',
                 prev->>'kind', prev->>'node_name', prev->>'op_id', prev->>'started_at', coalesce(prev->>'phase', 'unknown')));
             IF prev->>'kind' = 'add_node' AND prev->>'node_name' = joiner THEN
-                pending := spock.zodan_undo_join(ctx, joiner, src, everyone,
+                pending := spock.zodan_undo_join(ctx, joiner, src, everyone, dsns,
                     coalesce((prev->'details'->>'source_registered')::boolean, false),
                     coalesce(prev->'details'->>'new_db', current_database()), prev->'details'->'content');
                 IF pending <> '{}'::jsonb THEN
@@ -2469,6 +2521,11 @@ BEGIN
         spec := spock.zodan_repset_spec(src);
         summary := spock.zodan_value(joiner, format('SELECT spock.zodan_apply_repsets(%L::jsonb)', spec));
         PERFORM spock.zodan_info(ctx, summary);
+        -- The copy carries tables, not sequence positions: Spock sends a
+        -- sequence's position only when it has moved far enough. Have the
+        -- source send each one now; phase 10's sync events wait for them.
+        PERFORM spock.zodan_exec(src, format('SELECT spock.sync_seq(%s::regclass)', quote_literal(q->>'relation')))
+           FROM jsonb_array_elements(spec->'sequences') q;
         -- The source may have changed while we copied; say exactly what.
         SELECT array_agg(d ORDER BY d) INTO failed FROM (
             (SELECT 'only on ' || src || ': ' || e FROM spock.zodan_repset_entries(spock.zodan_repset_spec(src)) e
@@ -2537,7 +2594,7 @@ BEGIN
             PERFORM spock.zodan_phase_failed(ctx);
             IF joined THEN
                 PERFORM spock.zodan_say(ctx, 'ZD006', format('phase %s/%s %s failed: %s; rolling back', phase_no, total, phase, msg));
-                pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), source_registered, new_db,
+                pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered, new_db,
                     spock.zodan_value(joiner, format('SELECT details->''content'' FROM spock.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
                 IF pending = '{}'::jsonb THEN
                     cleanup := format('Everything add_node had created was removed; fix the cause and CALL add_node again.');
@@ -2572,7 +2629,7 @@ COMMENT ON PROCEDURE spock.add_node(text, text, text, text, boolean, text, text,
 -- node first, then N's traces on every other node, then the source's node
 -- row if add_node created it, then whatever the copy put into N. Returns
 -- the statements left for nodes that could not be reached.
-CREATE FUNCTION spock.zodan_undo_join(ctx jsonb, n text, s text, nodes text[], source_registered boolean,
+CREATE FUNCTION spock.zodan_undo_join(ctx jsonb, n text, s text, nodes text[], dsns jsonb, source_registered boolean,
                                         new_db text, content jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -2583,10 +2640,10 @@ DECLARE
 BEGIN
     -- Its workers stop first, so nothing it subscribes with stays in use.
     PERFORM spock.zodan_exec(n, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
-    pending := spock.zodan_detach(ctx, n, coalesce(new_db, spock.zodan_remote_dbname(n)), nodes);
+    pending := spock.zodan_detach(ctx, n, coalesce(new_db, spock.zodan_remote_dbname(n)), nodes, dsns);
     IF source_registered THEN
         BEGIN
-            IF spock.zodan_alive(s) THEN
+            IF spock.zodan_reachable(ctx, s, dsns) THEN
                 PERFORM spock.zodan_exec(s, format(
                     'SELECT spock.node_drop(%L, true) WHERE NOT EXISTS (SELECT 1 FROM spock.subscription)', s));
             ELSE
@@ -2661,6 +2718,7 @@ DECLARE
     survivors text[] := '{}';
     reachable text[] := '{}';
     unreachable jsonb := '{}';
+    dsns jsonb := '{}';
     subscribers text[];
     ph timestamptz;
     phase_no integer := 0;
@@ -2677,10 +2735,7 @@ BEGIN
     END IF;
 
     -- The node this runs on, and the DSN to reach it from itself.
-    SELECT n.node_name, i.if_dsn INTO here, local_dsn
-      FROM spock.local_node l
-      JOIN spock.node n ON n.node_id = l.node_id
-      JOIN spock.node_interface i ON i.if_id = l.node_local_interface;
+    SELECT name, dsn INTO here, local_dsn FROM spock.zodan_local_node();
     IF here IS NULL THEN
         RAISE EXCEPTION 'remove_node must run on a node of the cluster, and this database is not a Spock node'
             USING ERRCODE = 'ZDC01',
@@ -2706,6 +2761,7 @@ BEGIN
             END IF;
             CONTINUE WHEN r.name = here;
             known := known || r.name;
+            dsns := dsns || jsonb_build_object(r.name, r.dsn);
             BEGIN
                 PERFORM spock.zodan_join(ctx, r.name, r.dsn);
                 reachable := reachable || r.name;
@@ -2785,7 +2841,7 @@ BEGIN
             -- Its apply workers stop first, so its slots on the others are free.
             PERFORM spock.zodan_exec(tgt, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
         END IF;
-        pending := spock.zodan_detach(ctx, tgt, target_db, survivors);
+        pending := spock.zodan_detach(ctx, tgt, target_db, survivors, dsns);
         PERFORM spock.zodan_phase_done(ctx, 3, total, phase, ph);
 
         ------------------------------------------------------------------
@@ -2801,8 +2857,10 @@ BEGIN
         ------------------------------------------------------------------
         phase_no := 5; phase := 'verify';
         reachable := ARRAY(SELECT x FROM unnest(reachable) x WHERE x <> tgt);
-        ph := spock.zodan_phase_begin(ctx, 5, total, phase,
-            format('%s replicate among themselves', coalesce(nullif(array_to_string(reachable, ', '), ''), 'no remaining node')));
+        ph := spock.zodan_phase_begin(ctx, 5, total, phase, CASE cardinality(reachable)
+            WHEN 0 THEN 'no node remains reachable'
+            WHEN 1 THEN format('%s is the only node left', reachable[1])
+            ELSE format('%s replicate among themselves', array_to_string(reachable, ', ')) END);
         IF cardinality(reachable) > 1 THEN
             PERFORM spock.zodan_wait_replicating(ctx, reachable);
             PERFORM spock.zodan_sync(ctx, reachable, reachable);
@@ -2869,7 +2927,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '978588f6299b5011d1e7d14e8488a62ed59ed56bc94dcc750c0751eb04d2fa75',
+   SET zodan_version = '1.0.0', code_sha256 = 'd83775042f8f7b50ac3fc9fa16c09e7445f2e864779e1c7fdec61fbd44a602c7',
        installed_at = now(), installed_by = current_user;
 
 
@@ -3444,6 +3502,28 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT pg_sleep(least(1.0, 0.02 * power(1.6, least(attempt, 20)))) $fn$;
 
+-- The Spock node this database is, and the DSN others reach it with.
+-- Read in a subtransaction that is then rolled back on purpose: that
+-- releases the catalog locks the read took, which would otherwise last
+-- as long as the CALL and block spock.node_drop of this very node (it
+-- needs an exclusive lock on spock.local_node) in the zodan connection.
+CREATE FUNCTION spock.zodan_local_node(OUT name text, OUT dsn text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    BEGIN
+        SELECT n.node_name, i.if_dsn INTO name, dsn
+          FROM spock.local_node l
+          JOIN spock.node n ON n.node_id = l.node_id
+          JOIN spock.node_interface i ON i.if_id = l.node_local_interface;
+        RAISE EXCEPTION USING ERRCODE = 'ZD999';
+    EXCEPTION WHEN SQLSTATE 'ZD999' THEN
+        NULL;
+    END;
+END;
+$fn$;
+
 -- ---------------------------------------------------------------------------
 -- Operations: progress messages, phases and the journal.
 --
@@ -3627,6 +3707,30 @@ BEGIN
     ctx := ctx || jsonb_build_object('op', op, 'app', format('zodan %s %s (op %s on %s)', kind, target, op, local_node));
     PERFORM spock.zodan_exec(local_node, format('SET application_name = %L', left(ctx->>'app', 63)));
     RETURN ctx;
+END;
+$fn$;
+
+-- Whether node can be worked on: its connection works, or, when it broke
+-- (the node restarted during the operation), a new one could be opened
+-- with the DSN the operation used and the cluster lock taken again.
+-- dsns maps node names to DSNs. Never raises.
+CREATE FUNCTION spock.zodan_reachable(ctx jsonb, node text, dsns jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF spock.zodan_alive(node) THEN
+        RETURN true;
+    END IF;
+    IF dsns IS NULL OR NOT dsns ? node THEN
+        RETURN false;
+    END IF;
+    PERFORM spock.zodan_join(ctx, node, dsns->>node);
+    PERFORM spock.zodan_detail(ctx, format('reconnected to %s', node));
+    RETURN true;
+EXCEPTION WHEN OTHERS THEN
+    RETURN false;
 END;
 $fn$;
 
@@ -4526,15 +4630,18 @@ BEGIN
         format($s$SELECT spock.sub_drop(s.sub_name, true) FROM spock.subscription s JOIN spock.node o ON o.node_id = s.sub_origin WHERE o.node_name = %L$s$, target),
         format($s$SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %L AND active_pid IS NOT NULL$s$, slot),
         format($s$SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %L AND NOT active$s$, slot),
-        format($s$DELETE FROM spock.progress WHERE node_id IN (SELECT node_id FROM spock.node WHERE node_name = %L) OR remote_node_id IN (SELECT node_id FROM spock.node WHERE node_name = %L)$s$, target, target),
-        format($s$SELECT spock.node_drop(%L, true)$s$, target)
+        format($s$SELECT spock.node_drop(%L, true)$s$, target),
+        -- progress rows are keyed by node id, which is gone by now (the
+        -- last sub_drop from a provider drops its node row, too)
+        $s$DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node)$s$
     ];
 END;
 $fn$;
 
--- Removes target from each reachable node of nodes. Returns, per node that
--- could not be cleaned, the statements still to run there.
-CREATE FUNCTION spock.zodan_detach(ctx jsonb, target text, target_db text, nodes text[])
+-- Removes target from each reachable node of nodes (see zodan_reachable
+-- for dsns). Returns, per node that could not be cleaned, the statements
+-- still to run there.
+CREATE FUNCTION spock.zodan_detach(ctx jsonb, target text, target_db text, nodes text[], dsns jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -4549,7 +4656,7 @@ BEGIN
     FOREACH node IN ARRAY nodes LOOP
         CONTINUE WHEN node = target;
         stmts := spock.zodan_detach_statements(node, target, target_db);
-        IF NOT spock.zodan_alive(node) THEN
+        IF NOT spock.zodan_reachable(ctx, node, dsns) THEN
             pending := pending || jsonb_build_object(node, to_jsonb(stmts));
             CONTINUE;
         END IF;
@@ -4962,6 +5069,7 @@ DECLARE
     target pg_lsn;
     flushed pg_lsn;
     peer_sync jsonb := '{}';
+    dsns jsonb;
     lsns jsonb;
     spec jsonb;
     summary text;
@@ -5002,6 +5110,8 @@ BEGIN
         END IF;
         peers := ARRAY(SELECT jsonb_object_keys(cluster->'peers') ORDER BY 1);
         everyone := src || peers;
+        -- Kept in memory only, to reconnect to a node that restarts.
+        dsns := cluster->'peers' || jsonb_build_object(src, src_dsn);
         PERFORM spock.zodan_detail(ctx, format('cluster seen from %s: %s', src,
             coalesce(nullif(array_to_string(everyone, ', '), ''), src)));
 
@@ -5012,7 +5122,7 @@ BEGIN
             PERFORM spock.zodan_info(ctx, format('cleaning up after %s of %s (op %s, started %s), interrupted in phase %s',
                 prev->>'kind', prev->>'node_name', prev->>'op_id', prev->>'started_at', coalesce(prev->>'phase', 'unknown')));
             IF prev->>'kind' = 'add_node' AND prev->>'node_name' = joiner THEN
-                pending := spock.zodan_undo_join(ctx, joiner, src, everyone,
+                pending := spock.zodan_undo_join(ctx, joiner, src, everyone, dsns,
                     coalesce((prev->'details'->>'source_registered')::boolean, false),
                     coalesce(prev->'details'->>'new_db', current_database()), prev->'details'->'content');
                 IF pending <> '{}'::jsonb THEN
@@ -5172,6 +5282,11 @@ BEGIN
         spec := spock.zodan_repset_spec(src);
         summary := spock.zodan_value(joiner, format('SELECT spock.zodan_apply_repsets(%L::jsonb)', spec));
         PERFORM spock.zodan_info(ctx, summary);
+        -- The copy carries tables, not sequence positions: Spock sends a
+        -- sequence's position only when it has moved far enough. Have the
+        -- source send each one now; phase 10's sync events wait for them.
+        PERFORM spock.zodan_exec(src, format('SELECT spock.sync_seq(%s::regclass)', quote_literal(q->>'relation')))
+           FROM jsonb_array_elements(spec->'sequences') q;
         -- The source may have changed while we copied; say exactly what.
         SELECT array_agg(d ORDER BY d) INTO failed FROM (
             (SELECT 'only on ' || src || ': ' || e FROM spock.zodan_repset_entries(spock.zodan_repset_spec(src)) e
@@ -5240,7 +5355,7 @@ BEGIN
             PERFORM spock.zodan_phase_failed(ctx);
             IF joined THEN
                 PERFORM spock.zodan_say(ctx, 'ZD006', format('phase %s/%s %s failed: %s; rolling back', phase_no, total, phase, msg));
-                pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), source_registered, new_db,
+                pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered, new_db,
                     spock.zodan_value(joiner, format('SELECT details->''content'' FROM spock.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
                 IF pending = '{}'::jsonb THEN
                     cleanup := format('Everything add_node had created was removed; fix the cause and CALL add_node again.');
@@ -5275,7 +5390,7 @@ COMMENT ON PROCEDURE spock.add_node(text, text, text, text, boolean, text, text,
 -- node first, then N's traces on every other node, then the source's node
 -- row if add_node created it, then whatever the copy put into N. Returns
 -- the statements left for nodes that could not be reached.
-CREATE FUNCTION spock.zodan_undo_join(ctx jsonb, n text, s text, nodes text[], source_registered boolean,
+CREATE FUNCTION spock.zodan_undo_join(ctx jsonb, n text, s text, nodes text[], dsns jsonb, source_registered boolean,
                                         new_db text, content jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -5286,10 +5401,10 @@ DECLARE
 BEGIN
     -- Its workers stop first, so nothing it subscribes with stays in use.
     PERFORM spock.zodan_exec(n, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
-    pending := spock.zodan_detach(ctx, n, coalesce(new_db, spock.zodan_remote_dbname(n)), nodes);
+    pending := spock.zodan_detach(ctx, n, coalesce(new_db, spock.zodan_remote_dbname(n)), nodes, dsns);
     IF source_registered THEN
         BEGIN
-            IF spock.zodan_alive(s) THEN
+            IF spock.zodan_reachable(ctx, s, dsns) THEN
                 PERFORM spock.zodan_exec(s, format(
                     'SELECT spock.node_drop(%L, true) WHERE NOT EXISTS (SELECT 1 FROM spock.subscription)', s));
             ELSE
@@ -5364,6 +5479,7 @@ DECLARE
     survivors text[] := '{}';
     reachable text[] := '{}';
     unreachable jsonb := '{}';
+    dsns jsonb := '{}';
     subscribers text[];
     ph timestamptz;
     phase_no integer := 0;
@@ -5380,10 +5496,7 @@ BEGIN
     END IF;
 
     -- The node this runs on, and the DSN to reach it from itself.
-    SELECT n.node_name, i.if_dsn INTO here, local_dsn
-      FROM spock.local_node l
-      JOIN spock.node n ON n.node_id = l.node_id
-      JOIN spock.node_interface i ON i.if_id = l.node_local_interface;
+    SELECT name, dsn INTO here, local_dsn FROM spock.zodan_local_node();
     IF here IS NULL THEN
         RAISE EXCEPTION 'remove_node must run on a node of the cluster, and this database is not a Spock node'
             USING ERRCODE = 'ZDC01',
@@ -5409,6 +5522,7 @@ BEGIN
             END IF;
             CONTINUE WHEN r.name = here;
             known := known || r.name;
+            dsns := dsns || jsonb_build_object(r.name, r.dsn);
             BEGIN
                 PERFORM spock.zodan_join(ctx, r.name, r.dsn);
                 reachable := reachable || r.name;
@@ -5488,7 +5602,7 @@ BEGIN
             -- Its apply workers stop first, so its slots on the others are free.
             PERFORM spock.zodan_exec(tgt, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
         END IF;
-        pending := spock.zodan_detach(ctx, tgt, target_db, survivors);
+        pending := spock.zodan_detach(ctx, tgt, target_db, survivors, dsns);
         PERFORM spock.zodan_phase_done(ctx, 3, total, phase, ph);
 
         ------------------------------------------------------------------
@@ -5504,8 +5618,10 @@ BEGIN
         ------------------------------------------------------------------
         phase_no := 5; phase := 'verify';
         reachable := ARRAY(SELECT x FROM unnest(reachable) x WHERE x <> tgt);
-        ph := spock.zodan_phase_begin(ctx, 5, total, phase,
-            format('%s replicate among themselves', coalesce(nullif(array_to_string(reachable, ', '), ''), 'no remaining node')));
+        ph := spock.zodan_phase_begin(ctx, 5, total, phase, CASE cardinality(reachable)
+            WHEN 0 THEN 'no node remains reachable'
+            WHEN 1 THEN format('%s is the only node left', reachable[1])
+            ELSE format('%s replicate among themselves', array_to_string(reachable, ', ')) END);
         IF cardinality(reachable) > 1 THEN
             PERFORM spock.zodan_wait_replicating(ctx, reachable);
             PERFORM spock.zodan_sync(ctx, reachable, reachable);
@@ -5572,7 +5688,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '978588f6299b5011d1e7d14e8488a62ed59ed56bc94dcc750c0751eb04d2fa75',
+   SET zodan_version = '1.0.0', code_sha256 = 'd83775042f8f7b50ac3fc9fa16c09e7445f2e864779e1c7fdec61fbd44a602c7',
        installed_at = now(), installed_by = current_user;
 
 \endif

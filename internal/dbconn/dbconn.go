@@ -24,6 +24,12 @@ type Options struct {
 	OnNotice func(*pgconn.Notice)
 	// ConnectTimeout bounds connecting when the DSN sets none. Default 10 s.
 	ConnectTimeout time.Duration
+	// CancelGrace is how long, after ctx is cancelled and the server was
+	// asked to cancel, the client waits for the statement to end before
+	// it drops the connection. A cancelled add_node rolls back before it
+	// returns, so its caller waits minutes rather than cut that short.
+	// Default 5 s.
+	CancelGrace time.Duration
 }
 
 // Connect opens a connection from a libpq-style DSN: keyword/value or URI,
@@ -55,10 +61,14 @@ func Connect(ctx context.Context, connString string, opts Options) (*pgx.Conn, e
 	if opts.OnNotice != nil {
 		cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { opts.OnNotice(n) }
 	}
+	grace := opts.CancelGrace
+	if grace == 0 {
+		grace = 5 * time.Second
+	}
 	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
 		// Ask the server to cancel first; only if it does not end the
 		// statement in time does the client give up on the connection.
-		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, CancelRequestDelay: 0, DeadlineDelay: 5 * time.Second}
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, CancelRequestDelay: 0, DeadlineDelay: grace}
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {

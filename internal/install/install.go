@@ -200,7 +200,7 @@ func (in *Installer) checkPrerequisites(st State) error {
 		if st.SpockVersion == "" {
 			return errors.New("the spock extension is not installed in this database; run CREATE EXTENSION spock first (zodan needs Spock " + render.MinSpockVersion + " or later)")
 		}
-		if versionLess(st.SpockVersion, render.MinSpockVersion) {
+		if VersionLess(st.SpockVersion, render.MinSpockVersion) {
 			return fmt.Errorf("Spock %s is installed, zodan needs %s or later; upgrade Spock on every node first", st.SpockVersion, render.MinSpockVersion)
 		}
 	}
@@ -440,9 +440,9 @@ func (in *Installer) Plan(ctx context.Context, target int32) ([]Step, State, err
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-// versionLess compares dotted version strings numerically ("5.0.10" is
+// VersionLess compares dotted version strings numerically ("5.0.10" is
 // newer than "5.0.9"); a non-numeric suffix ("5.0.4-devel") is ignored.
-func versionLess(a, b string) bool {
+func VersionLess(a, b string) bool {
 	pa, pb := versionParts(a), versionParts(b)
 	for i := 0; i < len(pa) || i < len(pb); i++ {
 		var x, y int

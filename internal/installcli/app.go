@@ -64,25 +64,37 @@ func usageError(format string, a ...any) error {
 	return cli.Exit(fmt.Sprintf(format, a...), exitUsage)
 }
 
-var (
-	schemaFlag = &cli.StringFlag{
+// Flags are built per app: urfave/cli writes parsed values and
+// environment defaults into flag values, so shared ones would leak between
+// runs (and race in parallel tests).
+func schemaFlag() cli.Flag {
+	return &cli.StringFlag{
 		Name:  "schema",
 		Value: render.DefaultSchema,
 		Usage: "schema that holds the procedures; only \"spock\" works with Spock, other (existing) schemas are for testing the installer on plain PostgreSQL",
 	}
-	dsnFlag = &cli.StringSliceFlag{
+}
+
+func dsnFlag() cli.Flag {
+	return &cli.StringSliceFlag{
 		Name:  "dsn",
 		Usage: "node to work on, as a libpq DSN (keyword/value or URI; PG* variables, .pgpass and service files apply); repeat for several nodes; default: the PG* environment",
 	}
-	clusterFlag = &cli.BoolFlag{
+}
+
+func clusterFlag() cli.Flag {
+	return &cli.BoolFlag{
 		Name:  "cluster",
 		Usage: "work on every node of the cluster of the (first) --dsn node, as listed in its spock.node_interface",
 	}
-	dryRunFlag = &cli.BoolFlag{
+}
+
+func dryRunFlag() cli.Flag {
+	return &cli.BoolFlag{
 		Name:  "dry-run",
 		Usage: "print the SQL each node would run, and change nothing",
 	}
-)
+}
 
 // NewApp builds the command; tests run it in-process with their own
 // writers.
@@ -126,7 +138,7 @@ Example:
    zodan-install render --out zodan.sql && psql -d app -f zodan.sql`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "file to write (default: standard output)"},
-			schemaFlag,
+			schemaFlag(),
 			&cli.StringFlag{Name: "dblink-schema", Value: render.DefaultDblink, Usage: "schema of the dblink extension on the nodes"},
 			&cli.IntFlag{Name: "pg-version", Value: 15, Usage: "PostgreSQL major version of the nodes"},
 			&cli.StringFlag{Name: "progress-column", Value: render.DefaultFeatures().ProgressLSN, Usage: "spock.progress column with the last applied LSN (remote_lsn in Spock 5.0)"},
@@ -157,7 +169,7 @@ Example:
 }
 
 func nodeFlags(extra ...cli.Flag) []cli.Flag {
-	return append([]cli.Flag{dsnFlag, clusterFlag, schemaFlag}, extra...)
+	return append([]cli.Flag{dsnFlag(), clusterFlag(), schemaFlag()}, extra...)
 }
 
 // targets resolves --dsn and --cluster into the nodes to work on.
@@ -266,7 +278,7 @@ func installCommand() *cli.Command {
 		Description: `Examples:
    zodan-install install --dsn 'host=db1 dbname=app' --dsn 'host=db2 dbname=app'
    zodan-install install --dsn 'postgresql://admin@db1/app' --cluster --dry-run`,
-		Flags: nodeFlags(dryRunFlag),
+		Flags: nodeFlags(dryRunFlag()),
 		Action: func(c *cli.Context) error {
 			return onEachNode(c, func(ctx context.Context, in *install.Installer, _ cluster.Node) (string, error) {
 				if c.Bool("dry-run") {
@@ -286,7 +298,7 @@ func uninstallCommand() *cli.Command {
 		Usage: "remove everything zodan-install installed, and nothing else",
 		Description: `Example:
    zodan-install uninstall --dsn 'host=db1 dbname=app' --cluster`,
-		Flags: nodeFlags(dryRunFlag),
+		Flags: nodeFlags(dryRunFlag()),
 		Action: func(c *cli.Context) error {
 			return onEachNode(c, func(ctx context.Context, in *install.Installer, _ cluster.Node) (string, error) {
 				if c.Bool("dry-run") {
@@ -309,7 +321,7 @@ func migrateCommand(name, usage string, up bool) *cli.Command {
 		Usage: usage,
 		Description: fmt.Sprintf(`Example:
    zodan-install %s --to 1 --dsn 'host=db1 dbname=app' --cluster`, name),
-		Flags: nodeFlags(&cli.IntFlag{Name: "to", Required: true, Usage: "version to move to (0 removes everything)"}, dryRunFlag),
+		Flags: nodeFlags(&cli.IntFlag{Name: "to", Required: true, Usage: "version to move to (0 removes everything)"}, dryRunFlag()),
 		Action: func(c *cli.Context) error {
 			to := int32(c.Int("to"))
 			if to < 0 || to > install.Latest() {

@@ -551,6 +551,28 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT pg_sleep(least(1.0, 0.02 * power(1.6, least(attempt, 20)))) $fn$;
 
+-- The Spock node this database is, and the DSN others reach it with.
+-- Read in a subtransaction that is then rolled back on purpose: that
+-- releases the catalog locks the read took, which would otherwise last
+-- as long as the CALL and block spock.node_drop of this very node (it
+-- needs an exclusive lock on spock.local_node) in the zodan connection.
+CREATE FUNCTION zodan_ci.zodan_local_node(OUT name text, OUT dsn text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    BEGIN
+        SELECT n.node_name, i.if_dsn INTO name, dsn
+          FROM spock.local_node l
+          JOIN spock.node n ON n.node_id = l.node_id
+          JOIN spock.node_interface i ON i.if_id = l.node_local_interface;
+        RAISE EXCEPTION USING ERRCODE = 'ZD999';
+    EXCEPTION WHEN SQLSTATE 'ZD999' THEN
+        NULL;
+    END;
+END;
+$fn$;
+
 -- ---------------------------------------------------------------------------
 -- Operations: progress messages, phases and the journal.
 --
@@ -734,6 +756,30 @@ BEGIN
     ctx := ctx || jsonb_build_object('op', op, 'app', format('zodan %s %s (op %s on %s)', kind, target, op, local_node));
     PERFORM zodan_ci.zodan_exec(local_node, format('SET application_name = %L', left(ctx->>'app', 63)));
     RETURN ctx;
+END;
+$fn$;
+
+-- Whether node can be worked on: its connection works, or, when it broke
+-- (the node restarted during the operation), a new one could be opened
+-- with the DSN the operation used and the cluster lock taken again.
+-- dsns maps node names to DSNs. Never raises.
+CREATE FUNCTION zodan_ci.zodan_reachable(ctx jsonb, node text, dsns jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF zodan_ci.zodan_alive(node) THEN
+        RETURN true;
+    END IF;
+    IF dsns IS NULL OR NOT dsns ? node THEN
+        RETURN false;
+    END IF;
+    PERFORM zodan_ci.zodan_join(ctx, node, dsns->>node);
+    PERFORM zodan_ci.zodan_detail(ctx, format('reconnected to %s', node));
+    RETURN true;
+EXCEPTION WHEN OTHERS THEN
+    RETURN false;
 END;
 $fn$;
 
@@ -1633,15 +1679,18 @@ BEGIN
         format($s$SELECT spock.sub_drop(s.sub_name, true) FROM spock.subscription s JOIN spock.node o ON o.node_id = s.sub_origin WHERE o.node_name = %L$s$, target),
         format($s$SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %L AND active_pid IS NOT NULL$s$, slot),
         format($s$SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %L AND NOT active$s$, slot),
-        format($s$DELETE FROM spock.progress WHERE node_id IN (SELECT node_id FROM spock.node WHERE node_name = %L) OR remote_node_id IN (SELECT node_id FROM spock.node WHERE node_name = %L)$s$, target, target),
-        format($s$SELECT spock.node_drop(%L, true)$s$, target)
+        format($s$SELECT spock.node_drop(%L, true)$s$, target),
+        -- progress rows are keyed by node id, which is gone by now (the
+        -- last sub_drop from a provider drops its node row, too)
+        $s$DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node)$s$
     ];
 END;
 $fn$;
 
--- Removes target from each reachable node of nodes. Returns, per node that
--- could not be cleaned, the statements still to run there.
-CREATE FUNCTION zodan_ci.zodan_detach(ctx jsonb, target text, target_db text, nodes text[])
+-- Removes target from each reachable node of nodes (see zodan_reachable
+-- for dsns). Returns, per node that could not be cleaned, the statements
+-- still to run there.
+CREATE FUNCTION zodan_ci.zodan_detach(ctx jsonb, target text, target_db text, nodes text[], dsns jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1656,7 +1705,7 @@ BEGIN
     FOREACH node IN ARRAY nodes LOOP
         CONTINUE WHEN node = target;
         stmts := zodan_ci.zodan_detach_statements(node, target, target_db);
-        IF NOT zodan_ci.zodan_alive(node) THEN
+        IF NOT zodan_ci.zodan_reachable(ctx, node, dsns) THEN
             pending := pending || jsonb_build_object(node, to_jsonb(stmts));
             CONTINUE;
         END IF;
@@ -2069,6 +2118,7 @@ DECLARE
     target pg_lsn;
     flushed pg_lsn;
     peer_sync jsonb := '{}';
+    dsns jsonb;
     lsns jsonb;
     spec jsonb;
     summary text;
@@ -2109,6 +2159,8 @@ BEGIN
         END IF;
         peers := ARRAY(SELECT jsonb_object_keys(cluster->'peers') ORDER BY 1);
         everyone := src || peers;
+        -- Kept in memory only, to reconnect to a node that restarts.
+        dsns := cluster->'peers' || jsonb_build_object(src, src_dsn);
         PERFORM zodan_ci.zodan_detail(ctx, format('cluster seen from %s: %s', src,
             coalesce(nullif(array_to_string(everyone, ', '), ''), src)));
 
@@ -2119,7 +2171,7 @@ BEGIN
             PERFORM zodan_ci.zodan_info(ctx, format('cleaning up after %s of %s (op %s, started %s), interrupted in phase %s',
                 prev->>'kind', prev->>'node_name', prev->>'op_id', prev->>'started_at', coalesce(prev->>'phase', 'unknown')));
             IF prev->>'kind' = 'add_node' AND prev->>'node_name' = joiner THEN
-                pending := zodan_ci.zodan_undo_join(ctx, joiner, src, everyone,
+                pending := zodan_ci.zodan_undo_join(ctx, joiner, src, everyone, dsns,
                     coalesce((prev->'details'->>'source_registered')::boolean, false),
                     coalesce(prev->'details'->>'new_db', current_database()), prev->'details'->'content');
                 IF pending <> '{}'::jsonb THEN
@@ -2281,6 +2333,11 @@ BEGIN
         spec := zodan_ci.zodan_repset_spec(src);
         summary := zodan_ci.zodan_value(joiner, format('SELECT zodan_ci.zodan_apply_repsets(%L::jsonb)', spec));
         PERFORM zodan_ci.zodan_info(ctx, summary);
+        -- The copy carries tables, not sequence positions: Spock sends a
+        -- sequence's position only when it has moved far enough. Have the
+        -- source send each one now; phase 10's sync events wait for them.
+        PERFORM zodan_ci.zodan_exec(src, format('SELECT spock.sync_seq(%s::regclass)', quote_literal(q->>'relation')))
+           FROM jsonb_array_elements(spec->'sequences') q;
         -- The source may have changed while we copied; say exactly what.
         SELECT array_agg(d ORDER BY d) INTO failed FROM (
             (SELECT 'only on ' || src || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(src)) e
@@ -2349,7 +2406,7 @@ BEGIN
             PERFORM zodan_ci.zodan_phase_failed(ctx);
             IF joined THEN
                 PERFORM zodan_ci.zodan_say(ctx, 'ZD006', format('phase %s/%s %s failed: %s; rolling back', phase_no, total, phase, msg));
-                pending := zodan_ci.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), source_registered, new_db,
+                pending := zodan_ci.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered, new_db,
                     zodan_ci.zodan_value(joiner, format('SELECT details->''content'' FROM zodan_ci.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
                 IF pending = '{}'::jsonb THEN
                     cleanup := format('Everything add_node had created was removed; fix the cause and CALL add_node again.');
@@ -2384,7 +2441,7 @@ COMMENT ON PROCEDURE zodan_ci.add_node(text, text, text, text, boolean, text, te
 -- node first, then N's traces on every other node, then the source's node
 -- row if add_node created it, then whatever the copy put into N. Returns
 -- the statements left for nodes that could not be reached.
-CREATE FUNCTION zodan_ci.zodan_undo_join(ctx jsonb, n text, s text, nodes text[], source_registered boolean,
+CREATE FUNCTION zodan_ci.zodan_undo_join(ctx jsonb, n text, s text, nodes text[], dsns jsonb, source_registered boolean,
                                         new_db text, content jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -2395,10 +2452,10 @@ DECLARE
 BEGIN
     -- Its workers stop first, so nothing it subscribes with stays in use.
     PERFORM zodan_ci.zodan_exec(n, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
-    pending := zodan_ci.zodan_detach(ctx, n, coalesce(new_db, zodan_ci.zodan_remote_dbname(n)), nodes);
+    pending := zodan_ci.zodan_detach(ctx, n, coalesce(new_db, zodan_ci.zodan_remote_dbname(n)), nodes, dsns);
     IF source_registered THEN
         BEGIN
-            IF zodan_ci.zodan_alive(s) THEN
+            IF zodan_ci.zodan_reachable(ctx, s, dsns) THEN
                 PERFORM zodan_ci.zodan_exec(s, format(
                     'SELECT spock.node_drop(%L, true) WHERE NOT EXISTS (SELECT 1 FROM spock.subscription)', s));
             ELSE
@@ -2473,6 +2530,7 @@ DECLARE
     survivors text[] := '{}';
     reachable text[] := '{}';
     unreachable jsonb := '{}';
+    dsns jsonb := '{}';
     subscribers text[];
     ph timestamptz;
     phase_no integer := 0;
@@ -2489,10 +2547,7 @@ BEGIN
     END IF;
 
     -- The node this runs on, and the DSN to reach it from itself.
-    SELECT n.node_name, i.if_dsn INTO here, local_dsn
-      FROM spock.local_node l
-      JOIN spock.node n ON n.node_id = l.node_id
-      JOIN spock.node_interface i ON i.if_id = l.node_local_interface;
+    SELECT name, dsn INTO here, local_dsn FROM zodan_ci.zodan_local_node();
     IF here IS NULL THEN
         RAISE EXCEPTION 'remove_node must run on a node of the cluster, and this database is not a Spock node'
             USING ERRCODE = 'ZDC01',
@@ -2518,6 +2573,7 @@ BEGIN
             END IF;
             CONTINUE WHEN r.name = here;
             known := known || r.name;
+            dsns := dsns || jsonb_build_object(r.name, r.dsn);
             BEGIN
                 PERFORM zodan_ci.zodan_join(ctx, r.name, r.dsn);
                 reachable := reachable || r.name;
@@ -2597,7 +2653,7 @@ BEGIN
             -- Its apply workers stop first, so its slots on the others are free.
             PERFORM zodan_ci.zodan_exec(tgt, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
         END IF;
-        pending := zodan_ci.zodan_detach(ctx, tgt, target_db, survivors);
+        pending := zodan_ci.zodan_detach(ctx, tgt, target_db, survivors, dsns);
         PERFORM zodan_ci.zodan_phase_done(ctx, 3, total, phase, ph);
 
         ------------------------------------------------------------------
@@ -2613,8 +2669,10 @@ BEGIN
         ------------------------------------------------------------------
         phase_no := 5; phase := 'verify';
         reachable := ARRAY(SELECT x FROM unnest(reachable) x WHERE x <> tgt);
-        ph := zodan_ci.zodan_phase_begin(ctx, 5, total, phase,
-            format('%s replicate among themselves', coalesce(nullif(array_to_string(reachable, ', '), ''), 'no remaining node')));
+        ph := zodan_ci.zodan_phase_begin(ctx, 5, total, phase, CASE cardinality(reachable)
+            WHEN 0 THEN 'no node remains reachable'
+            WHEN 1 THEN format('%s is the only node left', reachable[1])
+            ELSE format('%s replicate among themselves', array_to_string(reachable, ', ')) END);
         IF cardinality(reachable) > 1 THEN
             PERFORM zodan_ci.zodan_wait_replicating(ctx, reachable);
             PERFORM zodan_ci.zodan_sync(ctx, reachable, reachable);
