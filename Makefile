@@ -28,7 +28,7 @@ bench:
 
 # A local 3-node cluster under write load gains a 4th node (ZODAN_SPOCK_BINDIR).
 demo:
-	$(GO) run -tags e2e ./tests/demo
+	$(GO) run ./tests/demo
 
 # Regenerate the committed psql script.
 render:

@@ -395,30 +395,26 @@ AS $fn$
     SELECT spock.zodan_dsn_get(dsn, 'dbname');
 $fn$;
 
--- A DSN that is safe to print: host, port, dbname and user only.
+-- A DSN that is safe to print: host, port, dbname and user only. Parsed
+-- once; the last occurrence of a keyword wins, as in libpq.
 CREATE FUNCTION spock.zodan_dsn_display(dsn text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    parts text[] := '{}';
-    key text;
-    val text;
+    shown text;
 BEGIN
     IF dsn IS NULL THEN
         RETURN '(no DSN)';
     END IF;
-    FOREACH key IN ARRAY ARRAY['host', 'hostaddr', 'port', 'dbname', 'user', 'service'] LOOP
-        val := spock.zodan_dsn_get(dsn, key);
-        IF val IS NOT NULL AND val <> '' THEN
-            parts := parts || format('%s=%s', key, val);
-        END IF;
-    END LOOP;
-    IF cardinality(parts) = 0 THEN
-        RETURN '(DSN with defaults only)';
-    END IF;
-    RETURN array_to_string(parts, ' ');
+    SELECT string_agg(format('%s=%s', k, v), ' ' ORDER BY array_position(ARRAY['host', 'hostaddr', 'port', 'dbname', 'user', 'service'], k))
+      INTO shown
+      FROM (SELECT DISTINCT ON (keyword) keyword AS k, value AS v
+              FROM (SELECT keyword, value, row_number() OVER () AS pos FROM spock.zodan_conninfo(dsn)) kv
+             WHERE keyword IN ('host', 'hostaddr', 'port', 'dbname', 'user', 'service') AND value <> ''
+             ORDER BY keyword, pos DESC) last;
+    RETURN coalesce(shown, '(DSN with defaults only)');
 EXCEPTION WHEN invalid_parameter_value THEN
     RETURN '(unparsable DSN)';
 END;
@@ -958,6 +954,9 @@ RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    started timestamptz := clock_timestamp();
+    i integer := 0;
 BEGIN
     IF spock.zodan_alive(node) THEN
         RETURN true;
@@ -965,11 +964,56 @@ BEGIN
     IF dsns IS NULL OR NOT dsns ? node THEN
         RETURN false;
     END IF;
-    PERFORM spock.zodan_join(ctx, node, dsns->>node);
-    PERFORM spock.zodan_detail(ctx, format('reconnected to %s', node));
-    RETURN true;
-EXCEPTION WHEN OTHERS THEN
-    RETURN false;
+    -- A node that is restarting refuses connections for a moment; give it
+    -- up to 30 seconds (less with a shorter sync timeout).
+    LOOP
+        BEGIN
+            PERFORM spock.zodan_join(ctx, node, dsns->>node);
+            PERFORM spock.zodan_detail(ctx, format('reconnected to %s', node));
+            RETURN true;
+        EXCEPTION WHEN OTHERS THEN
+            IF clock_timestamp() - started > make_interval(secs => least(30, (ctx->>'timeout')::integer)) THEN
+                RETURN false;
+            END IF;
+        END;
+        PERFORM spock.zodan_backoff(i + 10);
+        i := i + 1;
+    END LOOP;
+END;
+$fn$;
+
+-- Makes every connection of the operation usable again after a failure.
+-- A cancel that lands while dblink waits for a node's answer leaves that
+-- connection busy with the abandoned statement ("another command is
+-- already in progress"); such a connection is closed, which ends the
+-- statement on the node, and opened again (dsns maps node names to DSNs)
+-- with the cluster lock retaken. Never raises.
+CREATE FUNCTION spock.zodan_recover_connections(ctx jsonb, dsns jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    c text;
+    node text;
+BEGIN
+    FOREACH c IN ARRAY coalesce(public.dblink_get_connections(), '{}') LOOP
+        CONTINUE WHEN c NOT LIKE 'zodan/%';
+        node := substr(c, 7);
+        BEGIN
+            -- A busy connection may still answer PQisBusy with "no" when
+            -- the abandoned statement's result has arrived unread; only a
+            -- round trip tells.
+            IF public.dblink_is_busy(c) = 1 OR NOT spock.zodan_alive(node) THEN
+                PERFORM public.dblink_disconnect(c);
+                IF dsns ? node THEN
+                    PERFORM spock.zodan_join(ctx, node, dsns->>node);
+                END IF;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            NULL;  -- a node that cannot be reached again is reported by the cleanup
+        END;
+    END LOOP;
 END;
 $fn$;
 
@@ -1021,23 +1065,28 @@ BEGIN
 END;
 $fn$;
 
--- Operations recorded as running on this node whose coordinating session
--- is gone: a crash, a killed backend or a restart ended them mid-way.
--- Oldest first. They stay 'running' in the journal (the view shows them as
--- interrupted) until zodan_close_interrupted records their cleanup, so a
--- cleanup that fails is tried again next time.
+-- Operations on this node whose cleanup is still owed: those recorded as
+-- running whose coordinating session is gone (a crash, a killed backend,
+-- a restart ended them mid-way), and failed or cancelled ones whose
+-- rollback could not finish. Oldest first. They stay as they are until
+-- zodan_close_interrupted records the cleanup, so a cleanup that fails is
+-- tried again next time.
 CREATE FUNCTION spock.zodan_interrupted(ctx jsonb)
 RETURNS SETOF jsonb
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT j FROM spock.zodan_query(ctx->>'local', format(
-        'SELECT o.op_id, o.kind, o.node_name, o.source_node, o.started_at, o.phase, o.details
+        'SELECT o.op_id, o.kind, o.node_name, o.source_node, o.started_at, o.phase, o.details,
+                CASE WHEN o.state = ''running'' THEN ''interrupted'' ELSE o.state END AS state
            FROM spock.zodan_operation o
-          WHERE o.state = ''running'' AND o.op_id <> %s
-            AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                             WHERE a.pid = o.coordinator_pid
-                               AND a.backend_start = o.coordinator_started)',
+          WHERE o.op_id <> %s
+            AND ((o.state = ''running''
+                  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                   WHERE a.pid = o.coordinator_pid
+                                     AND a.backend_start = o.coordinator_started))
+                 OR (o.state IN (''failed'', ''cancelled'')
+                     AND coalesce((o.details->>''cleanup_incomplete'')::boolean, false)))',
         ctx->>'op')) AS j
     ORDER BY (j->>'op_id')::bigint;
 $fn$;
@@ -1049,8 +1098,10 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT spock.zodan_journal(ctx, format(
         'UPDATE spock.zodan_operation
-            SET state = ''interrupted'', finished_at = coalesce(last_message_at, started_at), phase = NULL,
-                cleanup = %L
+            SET state = CASE WHEN state = ''running'' THEN ''interrupted'' ELSE state END,
+                finished_at = coalesce(finished_at, last_message_at, started_at), phase = NULL,
+                cleanup = concat_ws('' '', cleanup, %L),
+                details = details || ''{"cleanup_incomplete": false}''
           WHERE op_id = %s', cleanup, op_id));
 $fn$;
 
@@ -1844,6 +1895,27 @@ $fn$;
 -- the statements to run there later instead of stopping the rest.
 -- ---------------------------------------------------------------------------
 
+-- Gives each live connection of nodes at least five minutes per
+-- statement, for cleanups that follow a failure caused by a short
+-- sync_timeout.
+CREATE FUNCTION spock.zodan_relax_timeouts(ctx jsonb, nodes text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    node text;
+    secs integer := greatest((ctx->>'timeout')::integer, 300);
+BEGIN
+    FOREACH node IN ARRAY nodes LOOP
+        IF spock.zodan_alive(node) THEN
+            PERFORM spock.zodan_exec(node, format('SET statement_timeout = %L; SET lock_timeout = %L',
+                                                   secs || 's', secs || 's'));
+        END IF;
+    END LOOP;
+END;
+$fn$;
+
 -- Name of the subscription on subscriber that receives provider's changes.
 CREATE FUNCTION spock.zodan_sub_name(provider text, subscriber text)
 RETURNS text
@@ -2025,24 +2097,77 @@ BEGIN
 END;
 $fn$;
 
--- Statements that return a node to a plain database: end any initial copy
--- still running (pg_restore and the COPY sessions are client sessions of
--- the database, which stopping the apply worker leaves be), drop its
--- subscriptions (and with them their slots on the providers), its node,
--- the other nodes' rows, its origins and its progress records.
-CREATE FUNCTION spock.zodan_reset_statements()
+-- Statements that stop everything a node runs for its subscriptions, so
+-- that they can be dropped: the sessions of an initial copy (pg_restore,
+-- and the COPY sessions, which stopping the apply worker leaves be), then
+-- the subscriptions' apply workers. spock.sub_drop waits for a worker to
+-- exit, but Spock workers only note SIGTERM, so one waiting for a lock
+-- that sub_drop's own transaction holds (it deletes the subscription's
+-- sync status while the worker of an initial copy updates it) would wait
+-- forever; a cancel (SIGINT) breaks such a wait. Disabling first keeps
+-- Spock from starting them again.
+CREATE FUNCTION spock.zodan_stop_statements()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT ARRAY[
         $s$SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend' AND (a.application_name IN ('pg_restore', 'pg_dump') OR a.application_name ~ '_(copy|snap|sync)$')$s$,
+        $s$SELECT spock.sub_disable(sub_name, false) FROM spock.subscription WHERE sub_enabled$s$,
+        $s$DO $stop$
+DECLARE
+    tries integer := 0;
+BEGIN
+    LOOP
+        -- Identified by what the process is, never by a pid Spock keeps
+        -- in shared memory: a dead worker's slot may point at a process
+        -- that has nothing to do with it.
+        PERFORM pg_cancel_backend(a.pid), pg_terminate_backend(a.pid)
+           FROM pg_stat_activity a
+          WHERE a.datname = current_database() AND a.backend_type LIKE 'spock apply %'
+            AND a.pid <> pg_backend_pid();
+        EXIT WHEN NOT FOUND OR tries >= 600;
+        PERFORM pg_sleep(0.1);
+        tries := tries + 1;
+    END LOOP;
+END
+$stop$$s$
+    ];
+$fn$;
+
+-- Statements that return a node to a plain database: stop its workers
+-- (zodan_stop_statements), drop its subscriptions (and with them their
+-- slots on the providers), its node, the other nodes' rows, its origins
+-- and its progress records.
+CREATE FUNCTION spock.zodan_reset_statements()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT spock.zodan_stop_statements() || ARRAY[
         $s$SELECT spock.sub_drop(sub_name, true) FROM spock.subscription$s$,
         $s$SELECT spock.node_drop(n.node_name, true) FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id$s$,
         $s$SELECT spock.node_drop(node_name, true) FROM spock.node$s$,
         $s$SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE 'spk\_%'$s$,
         $s$DELETE FROM spock.progress$s$
     ];
+$fn$;
+
+-- Stops node's workers and drops its subscriptions, which releases the
+-- slots they read on their providers.
+CREATE FUNCTION spock.zodan_drop_subscriptions(node text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    stmt text;
+BEGIN
+    FOREACH stmt IN ARRAY spock.zodan_stop_statements() LOOP
+        PERFORM spock.zodan_exec(node, stmt);
+    END LOOP;
+    PERFORM spock.zodan_exec(node, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
+END;
 $fn$;
 
 -- Runs zodan_reset_statements on node and, given a content snapshot of
@@ -2334,6 +2459,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    -- Kept in memory only, to reconnect to a node that restarted or to a
+    -- connection that a cancel left busy.
+    dsns := jsonb_build_object(src, src_dsn, joiner, new_node_dsn);
     ctx := spock.zodan_op_begin('add_node', joiner, src, joiner, new_node_dsn, verb, sync_timeout,
                                   jsonb_build_object('location', new_node_location, 'country', new_node_country));
     BEGIN
@@ -2349,8 +2477,7 @@ BEGIN
         END IF;
         peers := ARRAY(SELECT jsonb_object_keys(cluster->'peers') ORDER BY 1);
         everyone := src || peers;
-        -- Kept in memory only, to reconnect to a node that restarts.
-        dsns := cluster->'peers' || jsonb_build_object(src, src_dsn);
+        dsns := dsns || cluster->'peers';
         PERFORM spock.zodan_detail(ctx, format('cluster seen from %s: %s', src,
             coalesce(nullif(array_to_string(everyone, ', '), ''), src)));
 
@@ -2358,8 +2485,9 @@ BEGIN
         -- (a crash, a killed session) left its objects behind: undo them
         -- now, so that simply retrying works.
         FOR prev IN SELECT * FROM spock.zodan_interrupted(ctx) LOOP
-            PERFORM spock.zodan_info(ctx, format('cleaning up after %s of %s (op %s, started %s), interrupted in phase %s',
-                prev->>'kind', prev->>'node_name', prev->>'op_id', prev->>'started_at', coalesce(prev->>'phase', 'unknown')));
+            PERFORM spock.zodan_info(ctx, format('cleaning up after %s of %s (op %s, started %s), %s in phase %s',
+                prev->>'kind', prev->>'node_name', prev->>'op_id', prev->>'started_at', prev->>'state',
+                coalesce(prev->>'phase', 'unknown')));
             IF prev->>'kind' = 'add_node' AND prev->>'node_name' = joiner THEN
                 pending := spock.zodan_undo_join(ctx, joiner, src, everyone, dsns,
                     coalesce((prev->'details'->>'source_registered')::boolean, false),
@@ -2588,31 +2716,49 @@ BEGIN
     EXCEPTION WHEN OTHERS OR query_canceled THEN
         GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
                                 det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-        msg := spock.zodan_redact(msg);
-        det := spock.zodan_redact(det);
-        BEGIN
-            PERFORM spock.zodan_phase_failed(ctx);
-            IF joined THEN
-                PERFORM spock.zodan_say(ctx, 'ZD006', format('phase %s/%s %s failed: %s; rolling back', phase_no, total, phase, msg));
-                pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered, new_db,
-                    spock.zodan_value(joiner, format('SELECT details->''content'' FROM spock.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
-                IF pending = '{}'::jsonb THEN
-                    cleanup := format('Everything add_node had created was removed; fix the cause and CALL add_node again.');
+        -- The rollback is idempotent, so a cancel that lands during it
+        -- (a second Ctrl-C, or one that reached this session only after
+        -- a dblink call returned) starts it over instead of abandoning it
+        -- half done. After three tries the journal still says running,
+        -- and the next add_node finishes the job.
+        FOR attempt IN 1..3 LOOP
+            BEGIN
+                msg := spock.zodan_redact(msg);
+                det := spock.zodan_redact(det);
+                PERFORM spock.zodan_recover_connections(ctx, dsns);
+                PERFORM spock.zodan_phase_failed(ctx);
+                IF joined THEN
+                    PERFORM spock.zodan_say(ctx, 'ZD006', format('phase %s/%s %s failed: %s; rolling back%s',
+                        phase_no, total, phase, msg, CASE WHEN attempt > 1 THEN ' (again, after a cancel)' ELSE '' END));
+                    BEGIN
+                        pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered, new_db,
+                            spock.zodan_value(joiner, format('SELECT details->''content'' FROM spock.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
+                        IF pending = '{}'::jsonb THEN
+                            cleanup := 'Everything add_node had created was removed; fix the cause and CALL add_node again.';
+                        ELSE
+                            PERFORM spock.zodan_op_note(ctx, '{"cleanup_incomplete": true}');
+                            cleanup := format(E'Rolled back on every reachable node, but not on: %s. Once they are back, CALL add_node again (it finishes the cleanup first), or run there:\n%s',
+                                              (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(pending) k),
+                                              spock.zodan_pending_text(pending));
+                        END IF;
+                    EXCEPTION WHEN OTHERS THEN
+                        PERFORM spock.zodan_op_note(ctx, '{"cleanup_incomplete": true}');
+                        cleanup := format('The rollback failed too (%s). CALL add_node again once the cause is fixed: it finishes the cleanup first.',
+                                          spock.zodan_redact(SQLERRM));
+                    END;
                 ELSE
-                    cleanup := format(E'Rolled back on every reachable node, but not on: %s. Once they are back, run there:\n%s\nThen CALL add_node again.',
-                                      (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(pending) k),
-                                      spock.zodan_pending_text(pending));
+                    cleanup := 'Nothing had been created.';
                 END IF;
-            ELSE
-                cleanup := 'Nothing had been created.';
-            END IF;
-        EXCEPTION WHEN OTHERS OR query_canceled THEN
-            cleanup := format('The rollback failed too (%s); CALL spock.remove_node(%L, %L) on %s removes what is left, then CALL add_node again.',
-                              spock.zodan_redact(SQLERRM), joiner, '<new_node_dsn>', src);
-        END;
-        PERFORM spock.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
-                                    format('%s: %s', st, msg), cleanup);
-        PERFORM spock.zodan_disconnect_all();
+                PERFORM spock.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
+                                            format('%s: %s', st, msg), cleanup);
+                PERFORM spock.zodan_disconnect_all();
+                EXIT;
+            EXCEPTION WHEN query_canceled THEN
+                st := '57014';
+                msg := 'canceling statement due to user request';
+                cleanup := 'Cancelled during the rollback; CALL add_node again: it finishes the cleanup first.';
+            END;
+        END LOOP;
         RAISE EXCEPTION 'add_node % failed in phase %/% %: %', joiner, phase_no, total, phase, msg
             USING ERRCODE = st,
                   DETAIL = concat_ws(E'\n', nullif(det, ''), cleanup),
@@ -2638,8 +2784,20 @@ AS $fn$
 DECLARE
     pending jsonb;
 BEGIN
+    -- A rollback must not fail for a tight sync_timeout: stopping workers
+    -- and dropping what the copy created can take a while.
+    PERFORM spock.zodan_relax_timeouts(ctx, nodes || n);
     -- Its workers stop first, so nothing it subscribes with stays in use.
-    PERFORM spock.zodan_exec(n, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
+    PERFORM spock.zodan_drop_subscriptions(n);
+    -- A copy that died while it had the source's apply workers paused
+    -- leaves them paused until Spock's pause timeout; release them now.
+    IF spock.zodan_reachable(ctx, s, dsns) THEN
+        BEGIN
+            PERFORM spock.zodan_exec(s, 'SELECT spock.resume_apply_workers()');
+        EXCEPTION WHEN OTHERS THEN
+            PERFORM spock.zodan_detail(ctx, format('could not resume apply workers on %s: %s', s, SQLERRM));
+        END;
+    END IF;
     pending := spock.zodan_detach(ctx, n, coalesce(new_db, spock.zodan_remote_dbname(n)), nodes, dsns);
     IF source_registered THEN
         BEGIN
@@ -2839,7 +2997,7 @@ BEGIN
             format('remove %s from %s', tgt, coalesce(nullif(array_to_string(survivors, ', '), ''), 'no other node')));
         IF target_up THEN
             -- Its apply workers stop first, so its slots on the others are free.
-            PERFORM spock.zodan_exec(tgt, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
+            PERFORM spock.zodan_drop_subscriptions(tgt);
         END IF;
         pending := spock.zodan_detach(ctx, tgt, target_db, survivors, dsns);
         PERFORM spock.zodan_phase_done(ctx, 3, total, phase, ph);
@@ -2881,20 +3039,28 @@ BEGIN
     EXCEPTION WHEN OTHERS OR query_canceled THEN
         GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
                                 det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-        msg := spock.zodan_redact(msg);
-        BEGIN
-            PERFORM spock.zodan_phase_failed(ctx);
-        EXCEPTION WHEN OTHERS THEN
-            NULL;
-        END;
         cleanup := CASE WHEN phase_no <= 1 THEN 'Nothing was changed.'
                         ELSE format('Removal is idempotent: fix the cause and CALL spock.remove_node(%L) again to finish it.', tgt) END;
-        PERFORM spock.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
-                                    format('%s: %s', st, msg), cleanup);
-        PERFORM spock.zodan_disconnect_all();
+        -- Recording the outcome must survive a cancel that lands now (one
+        -- that reached this session only after a dblink call returned).
+        FOR attempt IN 1..3 LOOP
+            BEGIN
+                msg := spock.zodan_redact(msg);
+                det := spock.zodan_redact(det);
+                PERFORM spock.zodan_recover_connections(ctx, dsns || jsonb_build_object(here, local_dsn));
+                PERFORM spock.zodan_phase_failed(ctx);
+                PERFORM spock.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
+                                            format('%s: %s', st, msg), cleanup);
+                PERFORM spock.zodan_disconnect_all();
+                EXIT;
+            EXCEPTION WHEN query_canceled THEN
+                st := '57014';
+                msg := 'canceling statement due to user request';
+            END;
+        END LOOP;
         RAISE EXCEPTION 'remove_node % failed in phase %/% %: %', tgt, phase_no, total, phase, msg
             USING ERRCODE = st,
-                  DETAIL = concat_ws(E'\n', nullif(spock.zodan_redact(det), ''), cleanup),
+                  DETAIL = concat_ws(E'\n', nullif(det, ''), cleanup),
                   HINT = coalesce(hnt, '');
     END;
     PERFORM spock.zodan_disconnect_all();
@@ -2927,7 +3093,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'd83775042f8f7b50ac3fc9fa16c09e7445f2e864779e1c7fdec61fbd44a602c7',
+   SET zodan_version = '1.0.0', code_sha256 = 'baaacabf350216259fb9db3f2659e7c9a82931933991c06b5ceb9c70a122651d',
        installed_at = now(), installed_by = current_user;
 
 
@@ -3156,30 +3322,26 @@ AS $fn$
     SELECT spock.zodan_dsn_get(dsn, 'dbname');
 $fn$;
 
--- A DSN that is safe to print: host, port, dbname and user only.
+-- A DSN that is safe to print: host, port, dbname and user only. Parsed
+-- once; the last occurrence of a keyword wins, as in libpq.
 CREATE FUNCTION spock.zodan_dsn_display(dsn text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    parts text[] := '{}';
-    key text;
-    val text;
+    shown text;
 BEGIN
     IF dsn IS NULL THEN
         RETURN '(no DSN)';
     END IF;
-    FOREACH key IN ARRAY ARRAY['host', 'hostaddr', 'port', 'dbname', 'user', 'service'] LOOP
-        val := spock.zodan_dsn_get(dsn, key);
-        IF val IS NOT NULL AND val <> '' THEN
-            parts := parts || format('%s=%s', key, val);
-        END IF;
-    END LOOP;
-    IF cardinality(parts) = 0 THEN
-        RETURN '(DSN with defaults only)';
-    END IF;
-    RETURN array_to_string(parts, ' ');
+    SELECT string_agg(format('%s=%s', k, v), ' ' ORDER BY array_position(ARRAY['host', 'hostaddr', 'port', 'dbname', 'user', 'service'], k))
+      INTO shown
+      FROM (SELECT DISTINCT ON (keyword) keyword AS k, value AS v
+              FROM (SELECT keyword, value, row_number() OVER () AS pos FROM spock.zodan_conninfo(dsn)) kv
+             WHERE keyword IN ('host', 'hostaddr', 'port', 'dbname', 'user', 'service') AND value <> ''
+             ORDER BY keyword, pos DESC) last;
+    RETURN coalesce(shown, '(DSN with defaults only)');
 EXCEPTION WHEN invalid_parameter_value THEN
     RETURN '(unparsable DSN)';
 END;
@@ -3719,6 +3881,9 @@ RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    started timestamptz := clock_timestamp();
+    i integer := 0;
 BEGIN
     IF spock.zodan_alive(node) THEN
         RETURN true;
@@ -3726,11 +3891,56 @@ BEGIN
     IF dsns IS NULL OR NOT dsns ? node THEN
         RETURN false;
     END IF;
-    PERFORM spock.zodan_join(ctx, node, dsns->>node);
-    PERFORM spock.zodan_detail(ctx, format('reconnected to %s', node));
-    RETURN true;
-EXCEPTION WHEN OTHERS THEN
-    RETURN false;
+    -- A node that is restarting refuses connections for a moment; give it
+    -- up to 30 seconds (less with a shorter sync timeout).
+    LOOP
+        BEGIN
+            PERFORM spock.zodan_join(ctx, node, dsns->>node);
+            PERFORM spock.zodan_detail(ctx, format('reconnected to %s', node));
+            RETURN true;
+        EXCEPTION WHEN OTHERS THEN
+            IF clock_timestamp() - started > make_interval(secs => least(30, (ctx->>'timeout')::integer)) THEN
+                RETURN false;
+            END IF;
+        END;
+        PERFORM spock.zodan_backoff(i + 10);
+        i := i + 1;
+    END LOOP;
+END;
+$fn$;
+
+-- Makes every connection of the operation usable again after a failure.
+-- A cancel that lands while dblink waits for a node's answer leaves that
+-- connection busy with the abandoned statement ("another command is
+-- already in progress"); such a connection is closed, which ends the
+-- statement on the node, and opened again (dsns maps node names to DSNs)
+-- with the cluster lock retaken. Never raises.
+CREATE FUNCTION spock.zodan_recover_connections(ctx jsonb, dsns jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    c text;
+    node text;
+BEGIN
+    FOREACH c IN ARRAY coalesce(public.dblink_get_connections(), '{}') LOOP
+        CONTINUE WHEN c NOT LIKE 'zodan/%';
+        node := substr(c, 7);
+        BEGIN
+            -- A busy connection may still answer PQisBusy with "no" when
+            -- the abandoned statement's result has arrived unread; only a
+            -- round trip tells.
+            IF public.dblink_is_busy(c) = 1 OR NOT spock.zodan_alive(node) THEN
+                PERFORM public.dblink_disconnect(c);
+                IF dsns ? node THEN
+                    PERFORM spock.zodan_join(ctx, node, dsns->>node);
+                END IF;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            NULL;  -- a node that cannot be reached again is reported by the cleanup
+        END;
+    END LOOP;
 END;
 $fn$;
 
@@ -3782,23 +3992,28 @@ BEGIN
 END;
 $fn$;
 
--- Operations recorded as running on this node whose coordinating session
--- is gone: a crash, a killed backend or a restart ended them mid-way.
--- Oldest first. They stay 'running' in the journal (the view shows them as
--- interrupted) until zodan_close_interrupted records their cleanup, so a
--- cleanup that fails is tried again next time.
+-- Operations on this node whose cleanup is still owed: those recorded as
+-- running whose coordinating session is gone (a crash, a killed backend,
+-- a restart ended them mid-way), and failed or cancelled ones whose
+-- rollback could not finish. Oldest first. They stay as they are until
+-- zodan_close_interrupted records the cleanup, so a cleanup that fails is
+-- tried again next time.
 CREATE FUNCTION spock.zodan_interrupted(ctx jsonb)
 RETURNS SETOF jsonb
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT j FROM spock.zodan_query(ctx->>'local', format(
-        'SELECT o.op_id, o.kind, o.node_name, o.source_node, o.started_at, o.phase, o.details
+        'SELECT o.op_id, o.kind, o.node_name, o.source_node, o.started_at, o.phase, o.details,
+                CASE WHEN o.state = ''running'' THEN ''interrupted'' ELSE o.state END AS state
            FROM spock.zodan_operation o
-          WHERE o.state = ''running'' AND o.op_id <> %s
-            AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                             WHERE a.pid = o.coordinator_pid
-                               AND a.backend_start = o.coordinator_started)',
+          WHERE o.op_id <> %s
+            AND ((o.state = ''running''
+                  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                   WHERE a.pid = o.coordinator_pid
+                                     AND a.backend_start = o.coordinator_started))
+                 OR (o.state IN (''failed'', ''cancelled'')
+                     AND coalesce((o.details->>''cleanup_incomplete'')::boolean, false)))',
         ctx->>'op')) AS j
     ORDER BY (j->>'op_id')::bigint;
 $fn$;
@@ -3810,8 +4025,10 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT spock.zodan_journal(ctx, format(
         'UPDATE spock.zodan_operation
-            SET state = ''interrupted'', finished_at = coalesce(last_message_at, started_at), phase = NULL,
-                cleanup = %L
+            SET state = CASE WHEN state = ''running'' THEN ''interrupted'' ELSE state END,
+                finished_at = coalesce(finished_at, last_message_at, started_at), phase = NULL,
+                cleanup = concat_ws('' '', cleanup, %L),
+                details = details || ''{"cleanup_incomplete": false}''
           WHERE op_id = %s', cleanup, op_id));
 $fn$;
 
@@ -4605,6 +4822,27 @@ $fn$;
 -- the statements to run there later instead of stopping the rest.
 -- ---------------------------------------------------------------------------
 
+-- Gives each live connection of nodes at least five minutes per
+-- statement, for cleanups that follow a failure caused by a short
+-- sync_timeout.
+CREATE FUNCTION spock.zodan_relax_timeouts(ctx jsonb, nodes text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    node text;
+    secs integer := greatest((ctx->>'timeout')::integer, 300);
+BEGIN
+    FOREACH node IN ARRAY nodes LOOP
+        IF spock.zodan_alive(node) THEN
+            PERFORM spock.zodan_exec(node, format('SET statement_timeout = %L; SET lock_timeout = %L',
+                                                   secs || 's', secs || 's'));
+        END IF;
+    END LOOP;
+END;
+$fn$;
+
 -- Name of the subscription on subscriber that receives provider's changes.
 CREATE FUNCTION spock.zodan_sub_name(provider text, subscriber text)
 RETURNS text
@@ -4786,24 +5024,77 @@ BEGIN
 END;
 $fn$;
 
--- Statements that return a node to a plain database: end any initial copy
--- still running (pg_restore and the COPY sessions are client sessions of
--- the database, which stopping the apply worker leaves be), drop its
--- subscriptions (and with them their slots on the providers), its node,
--- the other nodes' rows, its origins and its progress records.
-CREATE FUNCTION spock.zodan_reset_statements()
+-- Statements that stop everything a node runs for its subscriptions, so
+-- that they can be dropped: the sessions of an initial copy (pg_restore,
+-- and the COPY sessions, which stopping the apply worker leaves be), then
+-- the subscriptions' apply workers. spock.sub_drop waits for a worker to
+-- exit, but Spock workers only note SIGTERM, so one waiting for a lock
+-- that sub_drop's own transaction holds (it deletes the subscription's
+-- sync status while the worker of an initial copy updates it) would wait
+-- forever; a cancel (SIGINT) breaks such a wait. Disabling first keeps
+-- Spock from starting them again.
+CREATE FUNCTION spock.zodan_stop_statements()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT ARRAY[
         $s$SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend' AND (a.application_name IN ('pg_restore', 'pg_dump') OR a.application_name ~ '_(copy|snap|sync)$')$s$,
+        $s$SELECT spock.sub_disable(sub_name, false) FROM spock.subscription WHERE sub_enabled$s$,
+        $s$DO $stop$
+DECLARE
+    tries integer := 0;
+BEGIN
+    LOOP
+        -- Identified by what the process is, never by a pid Spock keeps
+        -- in shared memory: a dead worker's slot may point at a process
+        -- that has nothing to do with it.
+        PERFORM pg_cancel_backend(a.pid), pg_terminate_backend(a.pid)
+           FROM pg_stat_activity a
+          WHERE a.datname = current_database() AND a.backend_type LIKE 'spock apply %'
+            AND a.pid <> pg_backend_pid();
+        EXIT WHEN NOT FOUND OR tries >= 600;
+        PERFORM pg_sleep(0.1);
+        tries := tries + 1;
+    END LOOP;
+END
+$stop$$s$
+    ];
+$fn$;
+
+-- Statements that return a node to a plain database: stop its workers
+-- (zodan_stop_statements), drop its subscriptions (and with them their
+-- slots on the providers), its node, the other nodes' rows, its origins
+-- and its progress records.
+CREATE FUNCTION spock.zodan_reset_statements()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT spock.zodan_stop_statements() || ARRAY[
         $s$SELECT spock.sub_drop(sub_name, true) FROM spock.subscription$s$,
         $s$SELECT spock.node_drop(n.node_name, true) FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id$s$,
         $s$SELECT spock.node_drop(node_name, true) FROM spock.node$s$,
         $s$SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE 'spk\_%'$s$,
         $s$DELETE FROM spock.progress$s$
     ];
+$fn$;
+
+-- Stops node's workers and drops its subscriptions, which releases the
+-- slots they read on their providers.
+CREATE FUNCTION spock.zodan_drop_subscriptions(node text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    stmt text;
+BEGIN
+    FOREACH stmt IN ARRAY spock.zodan_stop_statements() LOOP
+        PERFORM spock.zodan_exec(node, stmt);
+    END LOOP;
+    PERFORM spock.zodan_exec(node, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
+END;
 $fn$;
 
 -- Runs zodan_reset_statements on node and, given a content snapshot of
@@ -5095,6 +5386,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    -- Kept in memory only, to reconnect to a node that restarted or to a
+    -- connection that a cancel left busy.
+    dsns := jsonb_build_object(src, src_dsn, joiner, new_node_dsn);
     ctx := spock.zodan_op_begin('add_node', joiner, src, joiner, new_node_dsn, verb, sync_timeout,
                                   jsonb_build_object('location', new_node_location, 'country', new_node_country));
     BEGIN
@@ -5110,8 +5404,7 @@ BEGIN
         END IF;
         peers := ARRAY(SELECT jsonb_object_keys(cluster->'peers') ORDER BY 1);
         everyone := src || peers;
-        -- Kept in memory only, to reconnect to a node that restarts.
-        dsns := cluster->'peers' || jsonb_build_object(src, src_dsn);
+        dsns := dsns || cluster->'peers';
         PERFORM spock.zodan_detail(ctx, format('cluster seen from %s: %s', src,
             coalesce(nullif(array_to_string(everyone, ', '), ''), src)));
 
@@ -5119,8 +5412,9 @@ BEGIN
         -- (a crash, a killed session) left its objects behind: undo them
         -- now, so that simply retrying works.
         FOR prev IN SELECT * FROM spock.zodan_interrupted(ctx) LOOP
-            PERFORM spock.zodan_info(ctx, format('cleaning up after %s of %s (op %s, started %s), interrupted in phase %s',
-                prev->>'kind', prev->>'node_name', prev->>'op_id', prev->>'started_at', coalesce(prev->>'phase', 'unknown')));
+            PERFORM spock.zodan_info(ctx, format('cleaning up after %s of %s (op %s, started %s), %s in phase %s',
+                prev->>'kind', prev->>'node_name', prev->>'op_id', prev->>'started_at', prev->>'state',
+                coalesce(prev->>'phase', 'unknown')));
             IF prev->>'kind' = 'add_node' AND prev->>'node_name' = joiner THEN
                 pending := spock.zodan_undo_join(ctx, joiner, src, everyone, dsns,
                     coalesce((prev->'details'->>'source_registered')::boolean, false),
@@ -5349,31 +5643,49 @@ BEGIN
     EXCEPTION WHEN OTHERS OR query_canceled THEN
         GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
                                 det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-        msg := spock.zodan_redact(msg);
-        det := spock.zodan_redact(det);
-        BEGIN
-            PERFORM spock.zodan_phase_failed(ctx);
-            IF joined THEN
-                PERFORM spock.zodan_say(ctx, 'ZD006', format('phase %s/%s %s failed: %s; rolling back', phase_no, total, phase, msg));
-                pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered, new_db,
-                    spock.zodan_value(joiner, format('SELECT details->''content'' FROM spock.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
-                IF pending = '{}'::jsonb THEN
-                    cleanup := format('Everything add_node had created was removed; fix the cause and CALL add_node again.');
+        -- The rollback is idempotent, so a cancel that lands during it
+        -- (a second Ctrl-C, or one that reached this session only after
+        -- a dblink call returned) starts it over instead of abandoning it
+        -- half done. After three tries the journal still says running,
+        -- and the next add_node finishes the job.
+        FOR attempt IN 1..3 LOOP
+            BEGIN
+                msg := spock.zodan_redact(msg);
+                det := spock.zodan_redact(det);
+                PERFORM spock.zodan_recover_connections(ctx, dsns);
+                PERFORM spock.zodan_phase_failed(ctx);
+                IF joined THEN
+                    PERFORM spock.zodan_say(ctx, 'ZD006', format('phase %s/%s %s failed: %s; rolling back%s',
+                        phase_no, total, phase, msg, CASE WHEN attempt > 1 THEN ' (again, after a cancel)' ELSE '' END));
+                    BEGIN
+                        pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered, new_db,
+                            spock.zodan_value(joiner, format('SELECT details->''content'' FROM spock.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
+                        IF pending = '{}'::jsonb THEN
+                            cleanup := 'Everything add_node had created was removed; fix the cause and CALL add_node again.';
+                        ELSE
+                            PERFORM spock.zodan_op_note(ctx, '{"cleanup_incomplete": true}');
+                            cleanup := format(E'Rolled back on every reachable node, but not on: %s. Once they are back, CALL add_node again (it finishes the cleanup first), or run there:\n%s',
+                                              (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(pending) k),
+                                              spock.zodan_pending_text(pending));
+                        END IF;
+                    EXCEPTION WHEN OTHERS THEN
+                        PERFORM spock.zodan_op_note(ctx, '{"cleanup_incomplete": true}');
+                        cleanup := format('The rollback failed too (%s). CALL add_node again once the cause is fixed: it finishes the cleanup first.',
+                                          spock.zodan_redact(SQLERRM));
+                    END;
                 ELSE
-                    cleanup := format(E'Rolled back on every reachable node, but not on: %s. Once they are back, run there:\n%s\nThen CALL add_node again.',
-                                      (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(pending) k),
-                                      spock.zodan_pending_text(pending));
+                    cleanup := 'Nothing had been created.';
                 END IF;
-            ELSE
-                cleanup := 'Nothing had been created.';
-            END IF;
-        EXCEPTION WHEN OTHERS OR query_canceled THEN
-            cleanup := format('The rollback failed too (%s); CALL spock.remove_node(%L, %L) on %s removes what is left, then CALL add_node again.',
-                              spock.zodan_redact(SQLERRM), joiner, '<new_node_dsn>', src);
-        END;
-        PERFORM spock.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
-                                    format('%s: %s', st, msg), cleanup);
-        PERFORM spock.zodan_disconnect_all();
+                PERFORM spock.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
+                                            format('%s: %s', st, msg), cleanup);
+                PERFORM spock.zodan_disconnect_all();
+                EXIT;
+            EXCEPTION WHEN query_canceled THEN
+                st := '57014';
+                msg := 'canceling statement due to user request';
+                cleanup := 'Cancelled during the rollback; CALL add_node again: it finishes the cleanup first.';
+            END;
+        END LOOP;
         RAISE EXCEPTION 'add_node % failed in phase %/% %: %', joiner, phase_no, total, phase, msg
             USING ERRCODE = st,
                   DETAIL = concat_ws(E'\n', nullif(det, ''), cleanup),
@@ -5399,8 +5711,20 @@ AS $fn$
 DECLARE
     pending jsonb;
 BEGIN
+    -- A rollback must not fail for a tight sync_timeout: stopping workers
+    -- and dropping what the copy created can take a while.
+    PERFORM spock.zodan_relax_timeouts(ctx, nodes || n);
     -- Its workers stop first, so nothing it subscribes with stays in use.
-    PERFORM spock.zodan_exec(n, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
+    PERFORM spock.zodan_drop_subscriptions(n);
+    -- A copy that died while it had the source's apply workers paused
+    -- leaves them paused until Spock's pause timeout; release them now.
+    IF spock.zodan_reachable(ctx, s, dsns) THEN
+        BEGIN
+            PERFORM spock.zodan_exec(s, 'SELECT spock.resume_apply_workers()');
+        EXCEPTION WHEN OTHERS THEN
+            PERFORM spock.zodan_detail(ctx, format('could not resume apply workers on %s: %s', s, SQLERRM));
+        END;
+    END IF;
     pending := spock.zodan_detach(ctx, n, coalesce(new_db, spock.zodan_remote_dbname(n)), nodes, dsns);
     IF source_registered THEN
         BEGIN
@@ -5600,7 +5924,7 @@ BEGIN
             format('remove %s from %s', tgt, coalesce(nullif(array_to_string(survivors, ', '), ''), 'no other node')));
         IF target_up THEN
             -- Its apply workers stop first, so its slots on the others are free.
-            PERFORM spock.zodan_exec(tgt, 'SELECT spock.sub_drop(sub_name, true) FROM spock.subscription');
+            PERFORM spock.zodan_drop_subscriptions(tgt);
         END IF;
         pending := spock.zodan_detach(ctx, tgt, target_db, survivors, dsns);
         PERFORM spock.zodan_phase_done(ctx, 3, total, phase, ph);
@@ -5642,20 +5966,28 @@ BEGIN
     EXCEPTION WHEN OTHERS OR query_canceled THEN
         GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
                                 det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-        msg := spock.zodan_redact(msg);
-        BEGIN
-            PERFORM spock.zodan_phase_failed(ctx);
-        EXCEPTION WHEN OTHERS THEN
-            NULL;
-        END;
         cleanup := CASE WHEN phase_no <= 1 THEN 'Nothing was changed.'
                         ELSE format('Removal is idempotent: fix the cause and CALL spock.remove_node(%L) again to finish it.', tgt) END;
-        PERFORM spock.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
-                                    format('%s: %s', st, msg), cleanup);
-        PERFORM spock.zodan_disconnect_all();
+        -- Recording the outcome must survive a cancel that lands now (one
+        -- that reached this session only after a dblink call returned).
+        FOR attempt IN 1..3 LOOP
+            BEGIN
+                msg := spock.zodan_redact(msg);
+                det := spock.zodan_redact(det);
+                PERFORM spock.zodan_recover_connections(ctx, dsns || jsonb_build_object(here, local_dsn));
+                PERFORM spock.zodan_phase_failed(ctx);
+                PERFORM spock.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
+                                            format('%s: %s', st, msg), cleanup);
+                PERFORM spock.zodan_disconnect_all();
+                EXIT;
+            EXCEPTION WHEN query_canceled THEN
+                st := '57014';
+                msg := 'canceling statement due to user request';
+            END;
+        END LOOP;
         RAISE EXCEPTION 'remove_node % failed in phase %/% %: %', tgt, phase_no, total, phase, msg
             USING ERRCODE = st,
-                  DETAIL = concat_ws(E'\n', nullif(spock.zodan_redact(det), ''), cleanup),
+                  DETAIL = concat_ws(E'\n', nullif(det, ''), cleanup),
                   HINT = coalesce(hnt, '');
     END;
     PERFORM spock.zodan_disconnect_all();
@@ -5688,7 +6020,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'd83775042f8f7b50ac3fc9fa16c09e7445f2e864779e1c7fdec61fbd44a602c7',
+   SET zodan_version = '1.0.0', code_sha256 = 'baaacabf350216259fb9db3f2659e7c9a82931933991c06b5ceb9c70a122651d',
        installed_at = now(), installed_by = current_user;
 
 \endif

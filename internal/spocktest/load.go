@@ -42,14 +42,14 @@ type Load struct {
 	mu        sync.Mutex
 	committed map[string]int64
 	updates   int64
-	errs      []error
+	errs      map[string][]error
 	stalls    time.Duration // longest time one statement took
 }
 
 // StartLoad starts a writer on each of nodes; updater names the node that
 // also updates its rows ("" for none).
 func StartLoad(ctx context.Context, nodes []*Node, updater string, rate int) (*Load, error) {
-	l := &Load{stop: make(chan struct{}), committed: map[string]int64{}}
+	l := &Load{stop: make(chan struct{}), committed: map[string]int64{}, errs: map[string][]error{}}
 	conns := make([]*pgx.Conn, 0, len(nodes))
 	fail := func(err error) (*Load, error) {
 		for _, c := range conns {
@@ -71,17 +71,24 @@ func StartLoad(ctx context.Context, nodes []*Node, updater string, rate int) (*L
 	}
 	for i, n := range nodes {
 		l.wg.Add(1)
-		go l.write(ctx, conns[i], n.Name, n.Name == updater, rate)
+		go l.write(ctx, n, conns[i], n.Name == updater, rate)
 	}
 	return l, nil
 }
 
 // write runs one writer. Stopping is only checked between statements:
-// cancelling one in flight would leave it unknown whether it committed,
-// and the check afterwards is exact.
-func (l *Load) write(ctx context.Context, c *pgx.Conn, origin string, update bool, rate int) {
+// cancelling one in flight would leave it unknown whether it committed.
+// When its node goes away (a restart), the writer records the error,
+// reconnects, and settles from the table whether the statement in flight
+// had committed.
+func (l *Load) write(ctx context.Context, n *Node, c *pgx.Conn, update bool, rate int) {
 	defer l.wg.Done()
-	defer c.Close(context.Background())
+	defer func() {
+		if c != nil {
+			c.Close(context.Background())
+		}
+	}()
+	origin := n.Name
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
 	l.mu.Lock()
@@ -95,23 +102,32 @@ func (l *Load) write(ctx context.Context, c *pgx.Conn, origin string, update boo
 			return
 		case <-tick.C:
 		}
+		if c == nil || c.IsClosed() {
+			var err error
+			if c, err = n.Connect(ctx, Database); err != nil {
+				c = nil
+				continue // the node is still down; try again next tick
+			}
+			var found int64
+			if err := c.QueryRow(ctx, `SELECT count(*) FROM `+LoadTable+` WHERE origin = $1 AND seq = $2`, origin, seq+1).Scan(&found); err != nil {
+				continue
+			}
+			if found == 1 {
+				seq++
+				l.record(origin, seq, 0, nil)
+			}
+		}
 		start := time.Now()
 		_, err := c.Exec(ctx, `INSERT INTO `+LoadTable+` (origin, seq) VALUES ($1, $2)`, origin, seq+1)
-		took := time.Since(start)
-		l.mu.Lock()
-		l.stalls = max(l.stalls, took)
-		if err != nil {
-			l.errs = append(l.errs, fmt.Errorf("insert on %s: %w", origin, err))
-		} else {
+		if err == nil {
 			seq++
-			l.committed[origin] = seq
 		}
-		l.mu.Unlock()
+		l.record(origin, seq, time.Since(start), err)
 		if update && err == nil && seq > 1 {
 			_, err := c.Exec(ctx, `UPDATE `+LoadTable+` SET v = v + 1 WHERE origin = $1 AND seq = $2`, origin, 1+rand.Int64N(seq-1))
 			l.mu.Lock()
 			if err != nil {
-				l.errs = append(l.errs, fmt.Errorf("update on %s: %w", origin, err))
+				l.errs[origin] = append(l.errs[origin], fmt.Errorf("update on %s: %w", origin, err))
 			} else {
 				l.updates++
 			}
@@ -120,12 +136,31 @@ func (l *Load) write(ctx context.Context, c *pgx.Conn, origin string, update boo
 	}
 }
 
+func (l *Load) record(origin string, seq int64, took time.Duration, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stalls = max(l.stalls, took)
+	l.committed[origin] = seq
+	if err != nil {
+		l.errs[origin] = append(l.errs[origin], fmt.Errorf("insert on %s: %w", origin, err))
+	}
+}
+
 // LoadResult is what a load did.
 type LoadResult struct {
 	Committed   map[string]int64 // rows each origin committed
 	Updates     int64
-	Errors      []error
+	Errors      map[string][]error // what the clients of each node saw
 	LongestStmt time.Duration
+}
+
+// AllErrors lists every error any client saw.
+func (r LoadResult) AllErrors() []error {
+	var all []error
+	for _, errs := range r.Errors {
+		all = append(all, errs...)
+	}
+	return all
 }
 
 // Total is the number of rows committed on all nodes.
@@ -143,9 +178,12 @@ func (l *Load) Stop() LoadResult {
 	l.wg.Wait()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r := LoadResult{Committed: map[string]int64{}, Updates: l.updates, Errors: l.errs, LongestStmt: l.stalls}
+	r := LoadResult{Committed: map[string]int64{}, Errors: map[string][]error{}, Updates: l.updates, LongestStmt: l.stalls}
 	for k, v := range l.committed {
 		r.Committed[k] = v
+	}
+	for k, v := range l.errs {
+		r.Errors[k] = v
 	}
 	return r
 }

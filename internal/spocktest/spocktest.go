@@ -192,7 +192,9 @@ func (c Call) Messages() string {
 func (n *Node) Call(ctx context.Context, sql string, args ...any) Call {
 	var mu sync.Mutex
 	var res Call
-	conn, err := dbconn.Connect(ctx, n.DSN(), dbconn.Options{ApplicationName: "spocktest call", OnNotice: func(nt *pgconn.Notice) {
+	// A cancelled add_node rolls back before it returns: wait for it, as
+	// the zodan CLI does.
+	conn, err := dbconn.Connect(ctx, n.DSN(), dbconn.Options{ApplicationName: "spocktest call", CancelGrace: 10 * time.Minute, OnNotice: func(nt *pgconn.Notice) {
 		mu.Lock()
 		res.Notices = append(res.Notices, nt)
 		mu.Unlock()

@@ -98,7 +98,7 @@ func TestAddNodeUnderWriteLoad(t *testing.T) {
 	res := load.Stop()
 	res2 := load2.Stop()
 	mustSucceed(t, "add_node n4 under write load", call)
-	for _, e := range append(res.Errors, res2.Errors...) {
+	for _, e := range append(res.AllErrors(), res2.AllErrors()...) {
 		t.Errorf("a client saw an error: %v", e)
 	}
 	committed := res.Committed
