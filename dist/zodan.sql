@@ -973,6 +973,7 @@ BEGIN
             RETURN true;
         EXCEPTION WHEN OTHERS THEN
             IF clock_timestamp() - started > make_interval(secs => least(30, (ctx->>'timeout')::integer)) THEN
+                PERFORM spock.zodan_warn(ctx, format('cannot reach %s again: %s', node, spock.zodan_redact(SQLERRM)));
                 RETURN false;
             END IF;
         END;
@@ -2477,7 +2478,7 @@ BEGIN
         END IF;
         peers := ARRAY(SELECT jsonb_object_keys(cluster->'peers') ORDER BY 1);
         everyone := src || peers;
-        dsns := dsns || cluster->'peers';
+        dsns := dsns || (cluster->'peers');
         PERFORM spock.zodan_detail(ctx, format('cluster seen from %s: %s', src,
             coalesce(nullif(array_to_string(everyone, ', '), ''), src)));
 
@@ -3093,7 +3094,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'baaacabf350216259fb9db3f2659e7c9a82931933991c06b5ceb9c70a122651d',
+   SET zodan_version = '1.0.0', code_sha256 = '3af78cee565ba597a61e65253b3efd811d99f0dbb1bec9940cd598cba7671c8e',
        installed_at = now(), installed_by = current_user;
 
 
@@ -3900,6 +3901,7 @@ BEGIN
             RETURN true;
         EXCEPTION WHEN OTHERS THEN
             IF clock_timestamp() - started > make_interval(secs => least(30, (ctx->>'timeout')::integer)) THEN
+                PERFORM spock.zodan_warn(ctx, format('cannot reach %s again: %s', node, spock.zodan_redact(SQLERRM)));
                 RETURN false;
             END IF;
         END;
@@ -5404,7 +5406,7 @@ BEGIN
         END IF;
         peers := ARRAY(SELECT jsonb_object_keys(cluster->'peers') ORDER BY 1);
         everyone := src || peers;
-        dsns := dsns || cluster->'peers';
+        dsns := dsns || (cluster->'peers');
         PERFORM spock.zodan_detail(ctx, format('cluster seen from %s: %s', src,
             coalesce(nullif(array_to_string(everyone, ', '), ''), src)));
 
@@ -6020,7 +6022,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'baaacabf350216259fb9db3f2659e7c9a82931933991c06b5ceb9c70a122651d',
+   SET zodan_version = '1.0.0', code_sha256 = '3af78cee565ba597a61e65253b3efd811d99f0dbb1bec9940cd598cba7671c8e',
        installed_at = now(), installed_by = current_user;
 
 \endif

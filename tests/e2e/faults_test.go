@@ -212,7 +212,7 @@ func TestFaultSourceRestartsDuringJoin(t *testing.T) {
 	f := newFaultCluster(t)
 	n1, n4 := f.c.Get("n1"), f.n4
 	release := stallCopy(t, n4)
-	done := startAddNode(testContext(t), n4, n1)
+	done := startAddNode(testContext(t), n4, n1, "verb => true")
 	waitCopyBlocked(t, n4)
 	f.restarted = "n1"
 	if err := n1.Cluster.Restart(); err != nil {
@@ -231,7 +231,7 @@ func TestFaultSourceRestartsDuringJoin(t *testing.T) {
 	{
 		pg := mustFail(t, "add_node while the source restarts", call, "", "add_node n4 failed in phase")
 		if !strings.Contains(pg.Detail, "Everything add_node had created was removed") {
-			t.Errorf("the rollback was not complete:\n%s", pg.Detail)
+			t.Errorf("the rollback was not complete:\n%s\nprogress:\n%s", pg.Detail, call.Messages())
 		}
 		if got := value[string](t, n4, `SELECT state FROM spock.zodan_operations ORDER BY op_id DESC LIMIT 1`); got != "failed" {
 			t.Errorf("journal state %q, want failed", got)

@@ -98,6 +98,11 @@ func TestOneOperationAtATime(t *testing.T) {
 	n1, n2 := c.Get("n1"), c.Get("n2")
 	fresh := nodes(t, "n4", "n5")
 	n4, n5 := fresh[0], fresh[1]
+	// Something to copy, so that the copy can be held up.
+	exec(t, n1, pairsTable)
+	if err := spocktest.WaitForRelation(testContext(t), c.Nodes, "pairs", time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	release := stallCopy(t, n4)
 	ctx, cancel := context.WithCancel(testContext(t))
 	defer cancel()

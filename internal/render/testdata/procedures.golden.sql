@@ -783,6 +783,7 @@ BEGIN
             RETURN true;
         EXCEPTION WHEN OTHERS THEN
             IF clock_timestamp() - started > make_interval(secs => least(30, (ctx->>'timeout')::integer)) THEN
+                PERFORM zodan_ci.zodan_warn(ctx, format('cannot reach %s again: %s', node, zodan_ci.zodan_redact(SQLERRM)));
                 RETURN false;
             END IF;
         END;
@@ -2287,7 +2288,7 @@ BEGIN
         END IF;
         peers := ARRAY(SELECT jsonb_object_keys(cluster->'peers') ORDER BY 1);
         everyone := src || peers;
-        dsns := dsns || cluster->'peers';
+        dsns := dsns || (cluster->'peers');
         PERFORM zodan_ci.zodan_detail(ctx, format('cluster seen from %s: %s', src,
             coalesce(nullif(array_to_string(everyone, ', '), ''), src)));
 
