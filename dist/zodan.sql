@@ -2828,7 +2828,7 @@ DECLARE
     node text;
 BEGIN
     PERFORM spock.zodan_say(ctx, 'ZD005', 'nodes: ' || (SELECT string_agg(
-        format('%s (%s)', j->>'node_name', concat_ws(', ', nullif(j->>'location', ''), nullif(j->>'country', ''))),
+        (j->>'node_name') || coalesce(' (' || nullif(concat_ws(', ', nullif(j->>'location', ''), nullif(j->>'country', '')), '') || ')', ''),
         ', ' ORDER BY j->>'node_name')
         FROM spock.zodan_query(via, 'SELECT node_name, location, country FROM spock.node') AS j));
     FOREACH node IN ARRAY (SELECT array_agg(x ORDER BY x) FROM unnest(nodes) x) LOOP
@@ -3094,7 +3094,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '3af78cee565ba597a61e65253b3efd811d99f0dbb1bec9940cd598cba7671c8e',
+   SET zodan_version = '1.0.0', code_sha256 = '88226fb9c7ea0cc345c0f1ba85e2d9bc4999f253e4154b342929b61c560ce4b4',
        installed_at = now(), installed_by = current_user;
 
 
@@ -5756,7 +5756,7 @@ DECLARE
     node text;
 BEGIN
     PERFORM spock.zodan_say(ctx, 'ZD005', 'nodes: ' || (SELECT string_agg(
-        format('%s (%s)', j->>'node_name', concat_ws(', ', nullif(j->>'location', ''), nullif(j->>'country', ''))),
+        (j->>'node_name') || coalesce(' (' || nullif(concat_ws(', ', nullif(j->>'location', ''), nullif(j->>'country', '')), '') || ')', ''),
         ', ' ORDER BY j->>'node_name')
         FROM spock.zodan_query(via, 'SELECT node_name, location, country FROM spock.node') AS j));
     FOREACH node IN ARRAY (SELECT array_agg(x ORDER BY x) FROM unnest(nodes) x) LOOP
@@ -6022,7 +6022,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '3af78cee565ba597a61e65253b3efd811d99f0dbb1bec9940cd598cba7671c8e',
+   SET zodan_version = '1.0.0', code_sha256 = '88226fb9c7ea0cc345c0f1ba85e2d9bc4999f253e4154b342929b61c560ce4b4',
        installed_at = now(), installed_by = current_user;
 
 \endif

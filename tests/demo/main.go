@@ -98,11 +98,12 @@ func run() int {
 	case <-time.After(3 * time.Second):
 	}
 	res, res4 := load.Stop(), load4.Stop()
+	total := res.Total() + res4.Total()
 	committed := res.Committed
 	committed["n4"] = res4.Committed["n4"]
 	errs := len(res.AllErrors()) + len(res4.AllErrors())
 	say("load stopped: %d rows committed %v, %d updates, %d client errors, slowest statement %s",
-		res.Total()+res4.Total(), committed, res.Updates, errs, res.LongestStmt.Round(time.Millisecond))
+		total, committed, res.Updates, errs, max(res.LongestStmt, res4.LongestStmt).Round(time.Millisecond))
 
 	all := append(c.Nodes, n4)
 	if err := spocktest.Converged(ctx, all, committed, 3*time.Minute); err != nil {

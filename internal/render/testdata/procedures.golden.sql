@@ -2640,7 +2640,7 @@ DECLARE
     node text;
 BEGIN
     PERFORM zodan_ci.zodan_say(ctx, 'ZD005', 'nodes: ' || (SELECT string_agg(
-        format('%s (%s)', j->>'node_name', concat_ws(', ', nullif(j->>'location', ''), nullif(j->>'country', ''))),
+        (j->>'node_name') || coalesce(' (' || nullif(concat_ws(', ', nullif(j->>'location', ''), nullif(j->>'country', '')), '') || ')', ''),
         ', ' ORDER BY j->>'node_name')
         FROM zodan_ci.zodan_query(via, 'SELECT node_name, location, country FROM spock.node') AS j));
     FOREACH node IN ARRAY (SELECT array_agg(x ORDER BY x) FROM unnest(nodes) x) LOOP
