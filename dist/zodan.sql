@@ -185,6 +185,7 @@ BEGIN
 END
 $zodan$;
 
+
 CREATE TEMP TABLE zodan_routines_before AS
     SELECT p.oid FROM pg_proc p WHERE p.pronamespace = 'spock'::regnamespace;
 
@@ -3112,6 +3113,7 @@ BEGIN
     DELETE FROM spock.zodan_code_object;
 END
 $zodan$;
+
 
 CREATE TEMP TABLE zodan_routines_before AS
     SELECT p.oid FROM pg_proc p WHERE p.pronamespace = 'spock'::regnamespace;

@@ -35,13 +35,9 @@ CREATE EXTENSION IF NOT EXISTS dblink SCHEMA {{.dblink_schema}};
 
 SET LOCAL search_path = pg_catalog, pg_temp;
 SET LOCAL spock.enable_ddl_replication = off;
+{{ template "shared/drop_code.sql" . }}
 DO $zodan$
-DECLARE
-    r record;
 BEGIN
-    FOR r IN SELECT signature FROM {{.schema}}.zodan_code_object LOOP
-        EXECUTE format('DROP ROUTINE IF EXISTS %s', r.signature);
-    END LOOP;
     IF (SELECT dblink_created FROM {{.schema}}.zodan_install)
        AND NOT EXISTS (SELECT 1 FROM pg_depend d
                         WHERE d.refclassid = 'pg_extension'::regclass

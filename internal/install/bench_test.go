@@ -3,6 +3,8 @@ package install_test
 import (
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/zodan-project/zodan/internal/install"
 	"github.com/zodan-project/zodan/internal/pgtest"
 	"github.com/zodan-project/zodan/internal/render"
@@ -13,14 +15,7 @@ import (
 // is quick and the zodan CLI can install on first use without the DBA
 // waiting for it.
 func BenchmarkInstallAndUninstall(b *testing.B) {
-	c := pgtest.Shared(b)
-	db := c.Database(b)
-	c.Exec(b, db, "CREATE SCHEMA zodan_bench")
-	conn := c.Connect(b, db)
-	in, err := install.New(conn, "zodan_bench", render.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	in, _ := benchInstaller(b)
 	ctx := ctxT(b)
 	for b.Loop() {
 		if _, err := in.Install(ctx); err != nil {
@@ -37,14 +32,7 @@ func BenchmarkInstallAndUninstall(b *testing.B) {
 // a millisecond per DSN, so that progress messages cost nothing next to
 // the replication work they describe.
 func BenchmarkConninfoParse(b *testing.B) {
-	c := pgtest.Shared(b)
-	db := c.Database(b)
-	c.Exec(b, db, "CREATE SCHEMA zodan_bench")
-	conn := c.Connect(b, db)
-	in, err := install.New(conn, "zodan_bench", render.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	in, conn := benchInstaller(b)
 	ctx := ctxT(b)
 	if _, err := in.Install(ctx); err != nil {
 		b.Fatal(err)
@@ -59,4 +47,18 @@ func BenchmarkConninfoParse(b *testing.B) {
 		}
 		rows.Close()
 	}
+}
+
+// benchInstaller is an installer for a fresh database with schema
+// zodan_bench, and its connection.
+func benchInstaller(b *testing.B) (*install.Installer, *pgx.Conn) {
+	c := pgtest.Shared(b)
+	db := c.Database(b)
+	c.Exec(b, db, "CREATE SCHEMA zodan_bench")
+	conn := c.Connect(b, db)
+	in, err := install.New(conn, "zodan_bench", render.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return in, conn
 }

@@ -366,22 +366,29 @@ func (in *Installer) reinstallCode(ctx context.Context, st State) error {
 	})
 }
 
-// codeInstallSQL is the shared template that swaps the routines.
+// codeInstallSQL is the shared template that swaps the routines, parsed
+// with the other shared templates under the names tern gives them.
 func (in *Installer) codeInstallSQL(st State) (string, error) {
-	body, err := fs.ReadFile(zodan.Migrations(), "shared/install_code.sql")
+	t := template.New("shared").Funcs(sprig.TxtFuncMap())
+	shared, err := fs.Glob(zodan.Migrations(), "shared/*.sql")
 	if err != nil {
 		return "", err
 	}
-	t, err := template.New("install_code").Funcs(sprig.TxtFuncMap()).Parse(string(body))
-	if err != nil {
-		return "", err
+	for _, name := range shared {
+		body, err := fs.ReadFile(zodan.Migrations(), name)
+		if err != nil {
+			return "", err
+		}
+		if _, err := t.New(name).Parse(string(body)); err != nil {
+			return "", fmt.Errorf("parsing %s: %w", name, err)
+		}
 	}
 	data, err := in.templateData(st)
 	if err != nil {
 		return "", err
 	}
 	var buf bytes.Buffer
-	if err := t.Execute(&buf, data); err != nil {
+	if err := t.ExecuteTemplate(&buf, "shared/install_code.sql", data); err != nil {
 		return "", err
 	}
 	return buf.String(), nil

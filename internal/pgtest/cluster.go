@@ -309,18 +309,27 @@ func serverUser() (*user.User, error) {
 	return u, nil
 }
 
+// serverIDs are the uid and gid the servers run as.
+func serverIDs() (uid, gid int, home, name string, err error) {
+	u, err := serverUser()
+	if err != nil {
+		return 0, 0, "", "", err
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid, u.HomeDir, u.Username, nil
+}
+
 func runAsServerUser(cmd *exec.Cmd) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	u, err := serverUser()
+	uid, gid, home, name, err := serverIDs()
 	if err != nil {
 		return err
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-	cmd.Env = append(cmd.Env, "HOME="+u.HomeDir, "USER="+u.Username)
+	cmd.Env = append(cmd.Env, "HOME="+home, "USER="+name)
 	return nil
 }
 
@@ -328,12 +337,10 @@ func chownToServerUser(path string) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	u, err := serverUser()
+	uid, gid, _, _, err := serverIDs()
 	if err != nil {
 		return err
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
 	return os.Chown(path, uid, gid)
 }
 

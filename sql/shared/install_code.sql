@@ -5,16 +5,7 @@
   "zodan-install install" to repair drifted code. Runs inside the caller's
   transaction, so a failure leaves the previous code in place.
 */ -}}
-DO $zodan$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT signature FROM {{.schema}}.zodan_code_object LOOP
-        EXECUTE format('DROP ROUTINE IF EXISTS %s', r.signature);
-    END LOOP;
-    DELETE FROM {{.schema}}.zodan_code_object;
-END
-$zodan$;
+{{ template "shared/drop_code.sql" . }}
 
 CREATE TEMP TABLE zodan_routines_before AS
     SELECT p.oid FROM pg_proc p WHERE p.pronamespace = {{.schema_literal}}::regnamespace;

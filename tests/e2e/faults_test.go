@@ -122,6 +122,24 @@ func waitRollingBack(t *testing.T, n *spocktest.Node) {
 	}
 }
 
+// killDuringCopy starts add_node on n (source src) and kills n (as a
+// crash would) while its initial copy runs.
+func killDuringCopy(t *testing.T, n, src *spocktest.Node) {
+	t.Helper()
+	release := stallCopy(t, n)
+	done := startAddNode(testContext(t), n, src)
+	waitCopyBlocked(t, n)
+	if err := n.Cluster.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	call := <-done
+	if call.Err == nil {
+		t.Fatal("add_node succeeded although its node was killed")
+	}
+	t.Logf("add_node ended with: %v", call.Err)
+}
+
 // startAddNode runs add_node on n in the background.
 func startAddNode(ctx context.Context, n, src *spocktest.Node, extra ...string) <-chan spocktest.Call {
 	done := make(chan spocktest.Call, 1)
@@ -175,18 +193,7 @@ func (f *faultCluster) converged(t *testing.T) {
 func TestFaultNewNodeKilledDuringCopy(t *testing.T) {
 	f := newFaultCluster(t)
 	n1, n4 := f.c.Get("n1"), f.n4
-	release := stallCopy(t, n4)
-	done := startAddNode(testContext(t), n4, n1)
-	waitCopyBlocked(t, n4)
-	if err := n4.Cluster.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	release()
-	call := <-done
-	if call.Err == nil {
-		t.Fatal("add_node succeeded although its node was killed")
-	}
-	t.Logf("add_node ended with: %v", call.Err)
+	killDuringCopy(t, n4, n1)
 	if err := n4.Cluster.Start(); err != nil {
 		t.Fatal(err)
 	}
