@@ -216,7 +216,7 @@ LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    bytes bytea := '';
+    bytes bytea := ''::bytea;
     i int := 1;
     n int := length(s);
     c text;
@@ -250,8 +250,8 @@ DECLARE
     userinfo text;
     hostlist text;
     hostpart text;
-    hosts text[] := '{}';
-    ports text[] := '{}';
+    hosts text[] := '{}'::text[];
+    ports text[] := '{}'::text[];
     param text;
     i int;
     n int;
@@ -981,6 +981,7 @@ BEGIN
         PERFORM spock.zodan_backoff(i + 10);
         i := i + 1;
     END LOOP;
+    RETURN false;  -- not reached: the loop returns
 END;
 $fn$;
 
@@ -1201,7 +1202,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    lsns jsonb := '{}';
+    lsns jsonb := '{}'::jsonb;
     origin text;
     sub text;
 BEGIN
@@ -1505,7 +1506,7 @@ BEGIN
     END IF;
 
     -- Spock present and recent enough everywhere, same major.minor.
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF f->>'spock' IS NULL THEN
             reasons := reasons || format('Spock is not installed on %s', node);
@@ -1526,12 +1527,12 @@ BEGIN
     RETURN NEXT;
 
     -- Same PostgreSQL major everywhere: the procedures are rendered for one.
-    ref_pg := NULL; reasons := '{}';
+    ref_pg := NULL; reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF ref_pg IS NULL THEN
             ref_pg := (f->>'pgnum')::integer / 10000;
         ELSIF (f->>'pgnum')::integer / 10000 <> ref_pg THEN
-            reasons := reasons || 'x';
+            reasons := reasons || format('%s has %s', node, f->>'pgversion');
         END IF;
     END LOOP;
     ok := cardinality(reasons) = 0; check_name := 'postgres-version';
@@ -1541,7 +1542,7 @@ BEGIN
     RETURN NEXT;
 
     -- Logical decoding and commit timestamps (Spock's conflict resolution).
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF f->>'wal_level' <> 'logical' THEN
             reasons := reasons || format('%s has wal_level=%s (needs logical)', node, f->>'wal_level');
@@ -1557,7 +1558,7 @@ BEGIN
 
     -- No other zodan operation in progress (add_node holds the lock itself
     -- by now, so it skips this one).
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF (f->>'zodan_locked')::boolean THEN
             reasons := reasons || format('%s is locked by %s', node,
@@ -1572,7 +1573,7 @@ BEGIN
     END IF;
 
     -- Every subscription enabled and running.
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         FOR sub IN SELECT value FROM jsonb_array_elements(coalesce(f->'subscriptions', '[]')) LOOP
             IF check_type = 'post' AND new IS NOT NULL THEN
@@ -1653,7 +1654,7 @@ BEGIN
 
         -- Replication slots: the new node serves every existing node, and
         -- every existing node serves the new one.
-        reasons := '{}';
+        reasons := '{}'::text[];
         FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
             need := CASE WHEN node = new THEN cluster_size - 1 ELSE 1 END;
             IF (f->>'free_slots')::integer < need THEN
@@ -1780,7 +1781,7 @@ DECLARE
     dropped integer := 0;
     tables integer := 0;
     sequences integer := 0;
-    missing text[] := '{}';
+    missing text[] := '{}'::text[];
 BEGIN
     FOR r IN SELECT rs.set_name, rst.set_reloid
                FROM spock.replication_set_table rst
@@ -1962,7 +1963,7 @@ AS $fn$
 DECLARE
     node text;
     stmt text;
-    pending jsonb := '{}';
+    pending jsonb := '{}'::jsonb;
     i integer;
     stmts text[];
 BEGIN
@@ -2225,10 +2226,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    members text[] := '{}';
-    peers jsonb := '{}';
-    facts jsonb := '{}';
-    unreachable jsonb := '{}';
+    members text[] := '{}'::text[];
+    peers jsonb := '{}'::jsonb;
+    facts jsonb := '{}'::jsonb;
+    unreachable jsonb := '{}'::jsonb;
     r record;
     local_node text := ctx->>'local';
 BEGIN
@@ -2306,7 +2307,7 @@ DECLARE
     cluster jsonb;
     c record;
     passed integer := 0;
-    failed text[] := '{}';
+    failed text[] := '{}'::text[];
 BEGIN
     -- Statements that fail are not logged with their text: they carry DSNs.
     PERFORM set_config('log_min_error_statement', 'panic', true)
@@ -2434,7 +2435,7 @@ DECLARE
     sync_lsn pg_lsn;
     target pg_lsn;
     flushed pg_lsn;
-    peer_sync jsonb := '{}';
+    peer_sync jsonb := '{}'::jsonb;
     dsns jsonb;
     lsns jsonb;
     spec jsonb;
@@ -2506,7 +2507,7 @@ BEGIN
         nf := spock.zodan_facts(joiner);
         cluster := jsonb_set(cluster, ARRAY['facts', joiner], nf);
 
-        failed := '{}';
+        failed := '{}'::text[];
         FOR r IN SELECT * FROM spock.zodan_checks('add_node', src, joiner,
                                                    ARRAY(SELECT jsonb_array_elements_text(cluster->'members')),
                                                    cluster->'facts', '{}'::jsonb) LOOP
@@ -2825,7 +2826,6 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    r record;
     node text;
 BEGIN
     PERFORM spock.zodan_say(ctx, 'ZD005', 'nodes: ' || (SELECT string_agg(
@@ -2874,17 +2874,17 @@ DECLARE
     ctx jsonb;
     r record;
     node text;
-    known text[] := '{}';
-    survivors text[] := '{}';
-    reachable text[] := '{}';
-    unreachable jsonb := '{}';
-    dsns jsonb := '{}';
+    known text[] := '{}'::text[];
+    survivors text[] := '{}'::text[];
+    reachable text[] := '{}'::text[];
+    unreachable jsonb := '{}'::jsonb;
+    dsns jsonb := '{}'::jsonb;
     subscribers text[];
     ph timestamptz;
     phase_no integer := 0;
     phase text := 'start';
     began timestamptz := clock_timestamp();
-    pending jsonb := '{}';
+    pending jsonb := '{}'::jsonb;
     cleanup text;
     st text; msg text; det text; hnt text;
 BEGIN
@@ -2972,7 +2972,7 @@ BEGIN
 
         ------------------------------------------------------------------
         phase_no := 2; phase := 'drain';
-        subscribers := '{}';
+        subscribers := '{}'::text[];
         IF target_up THEN
             FOREACH node IN ARRAY reachable LOOP
                 IF spock.zodan_value(node, format(
@@ -3095,7 +3095,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '88226fb9c7ea0cc345c0f1ba85e2d9bc4999f253e4154b342929b61c560ce4b4',
+   SET zodan_version = '1.0.0', code_sha256 = '4bb2b266ffe6063656c591738eb6cfa064361e3b5400313552663ff517922d58',
        installed_at = now(), installed_by = current_user;
 
 
@@ -3145,7 +3145,7 @@ LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    bytes bytea := '';
+    bytes bytea := ''::bytea;
     i int := 1;
     n int := length(s);
     c text;
@@ -3179,8 +3179,8 @@ DECLARE
     userinfo text;
     hostlist text;
     hostpart text;
-    hosts text[] := '{}';
-    ports text[] := '{}';
+    hosts text[] := '{}'::text[];
+    ports text[] := '{}'::text[];
     param text;
     i int;
     n int;
@@ -3910,6 +3910,7 @@ BEGIN
         PERFORM spock.zodan_backoff(i + 10);
         i := i + 1;
     END LOOP;
+    RETURN false;  -- not reached: the loop returns
 END;
 $fn$;
 
@@ -4130,7 +4131,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    lsns jsonb := '{}';
+    lsns jsonb := '{}'::jsonb;
     origin text;
     sub text;
 BEGIN
@@ -4434,7 +4435,7 @@ BEGIN
     END IF;
 
     -- Spock present and recent enough everywhere, same major.minor.
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF f->>'spock' IS NULL THEN
             reasons := reasons || format('Spock is not installed on %s', node);
@@ -4455,12 +4456,12 @@ BEGIN
     RETURN NEXT;
 
     -- Same PostgreSQL major everywhere: the procedures are rendered for one.
-    ref_pg := NULL; reasons := '{}';
+    ref_pg := NULL; reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF ref_pg IS NULL THEN
             ref_pg := (f->>'pgnum')::integer / 10000;
         ELSIF (f->>'pgnum')::integer / 10000 <> ref_pg THEN
-            reasons := reasons || 'x';
+            reasons := reasons || format('%s has %s', node, f->>'pgversion');
         END IF;
     END LOOP;
     ok := cardinality(reasons) = 0; check_name := 'postgres-version';
@@ -4470,7 +4471,7 @@ BEGIN
     RETURN NEXT;
 
     -- Logical decoding and commit timestamps (Spock's conflict resolution).
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF f->>'wal_level' <> 'logical' THEN
             reasons := reasons || format('%s has wal_level=%s (needs logical)', node, f->>'wal_level');
@@ -4486,7 +4487,7 @@ BEGIN
 
     -- No other zodan operation in progress (add_node holds the lock itself
     -- by now, so it skips this one).
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF (f->>'zodan_locked')::boolean THEN
             reasons := reasons || format('%s is locked by %s', node,
@@ -4501,7 +4502,7 @@ BEGIN
     END IF;
 
     -- Every subscription enabled and running.
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         FOR sub IN SELECT value FROM jsonb_array_elements(coalesce(f->'subscriptions', '[]')) LOOP
             IF check_type = 'post' AND new IS NOT NULL THEN
@@ -4582,7 +4583,7 @@ BEGIN
 
         -- Replication slots: the new node serves every existing node, and
         -- every existing node serves the new one.
-        reasons := '{}';
+        reasons := '{}'::text[];
         FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
             need := CASE WHEN node = new THEN cluster_size - 1 ELSE 1 END;
             IF (f->>'free_slots')::integer < need THEN
@@ -4709,7 +4710,7 @@ DECLARE
     dropped integer := 0;
     tables integer := 0;
     sequences integer := 0;
-    missing text[] := '{}';
+    missing text[] := '{}'::text[];
 BEGIN
     FOR r IN SELECT rs.set_name, rst.set_reloid
                FROM spock.replication_set_table rst
@@ -4891,7 +4892,7 @@ AS $fn$
 DECLARE
     node text;
     stmt text;
-    pending jsonb := '{}';
+    pending jsonb := '{}'::jsonb;
     i integer;
     stmts text[];
 BEGIN
@@ -5154,10 +5155,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    members text[] := '{}';
-    peers jsonb := '{}';
-    facts jsonb := '{}';
-    unreachable jsonb := '{}';
+    members text[] := '{}'::text[];
+    peers jsonb := '{}'::jsonb;
+    facts jsonb := '{}'::jsonb;
+    unreachable jsonb := '{}'::jsonb;
     r record;
     local_node text := ctx->>'local';
 BEGIN
@@ -5235,7 +5236,7 @@ DECLARE
     cluster jsonb;
     c record;
     passed integer := 0;
-    failed text[] := '{}';
+    failed text[] := '{}'::text[];
 BEGIN
     -- Statements that fail are not logged with their text: they carry DSNs.
     PERFORM set_config('log_min_error_statement', 'panic', true)
@@ -5363,7 +5364,7 @@ DECLARE
     sync_lsn pg_lsn;
     target pg_lsn;
     flushed pg_lsn;
-    peer_sync jsonb := '{}';
+    peer_sync jsonb := '{}'::jsonb;
     dsns jsonb;
     lsns jsonb;
     spec jsonb;
@@ -5435,7 +5436,7 @@ BEGIN
         nf := spock.zodan_facts(joiner);
         cluster := jsonb_set(cluster, ARRAY['facts', joiner], nf);
 
-        failed := '{}';
+        failed := '{}'::text[];
         FOR r IN SELECT * FROM spock.zodan_checks('add_node', src, joiner,
                                                    ARRAY(SELECT jsonb_array_elements_text(cluster->'members')),
                                                    cluster->'facts', '{}'::jsonb) LOOP
@@ -5754,7 +5755,6 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    r record;
     node text;
 BEGIN
     PERFORM spock.zodan_say(ctx, 'ZD005', 'nodes: ' || (SELECT string_agg(
@@ -5803,17 +5803,17 @@ DECLARE
     ctx jsonb;
     r record;
     node text;
-    known text[] := '{}';
-    survivors text[] := '{}';
-    reachable text[] := '{}';
-    unreachable jsonb := '{}';
-    dsns jsonb := '{}';
+    known text[] := '{}'::text[];
+    survivors text[] := '{}'::text[];
+    reachable text[] := '{}'::text[];
+    unreachable jsonb := '{}'::jsonb;
+    dsns jsonb := '{}'::jsonb;
     subscribers text[];
     ph timestamptz;
     phase_no integer := 0;
     phase text := 'start';
     began timestamptz := clock_timestamp();
-    pending jsonb := '{}';
+    pending jsonb := '{}'::jsonb;
     cleanup text;
     st text; msg text; det text; hnt text;
 BEGIN
@@ -5901,7 +5901,7 @@ BEGIN
 
         ------------------------------------------------------------------
         phase_no := 2; phase := 'drain';
-        subscribers := '{}';
+        subscribers := '{}'::text[];
         IF target_up THEN
             FOREACH node IN ARRAY reachable LOOP
                 IF spock.zodan_value(node, format(
@@ -6024,7 +6024,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '88226fb9c7ea0cc345c0f1ba85e2d9bc4999f253e4154b342929b61c560ce4b4',
+   SET zodan_version = '1.0.0', code_sha256 = '4bb2b266ffe6063656c591738eb6cfa064361e3b5400313552663ff517922d58',
        installed_at = now(), installed_by = current_user;
 
 \endif

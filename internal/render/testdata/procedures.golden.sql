@@ -25,7 +25,7 @@ LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    bytes bytea := '';
+    bytes bytea := ''::bytea;
     i int := 1;
     n int := length(s);
     c text;
@@ -59,8 +59,8 @@ DECLARE
     userinfo text;
     hostlist text;
     hostpart text;
-    hosts text[] := '{}';
-    ports text[] := '{}';
+    hosts text[] := '{}'::text[];
+    ports text[] := '{}'::text[];
     param text;
     i int;
     n int;
@@ -790,6 +790,7 @@ BEGIN
         PERFORM zodan_ci.zodan_backoff(i + 10);
         i := i + 1;
     END LOOP;
+    RETURN false;  -- not reached: the loop returns
 END;
 $fn$;
 
@@ -1010,7 +1011,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    lsns jsonb := '{}';
+    lsns jsonb := '{}'::jsonb;
     origin text;
     sub text;
 BEGIN
@@ -1314,7 +1315,7 @@ BEGIN
     END IF;
 
     -- Spock present and recent enough everywhere, same major.minor.
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF f->>'spock' IS NULL THEN
             reasons := reasons || format('Spock is not installed on %s', node);
@@ -1335,12 +1336,12 @@ BEGIN
     RETURN NEXT;
 
     -- Same PostgreSQL major everywhere: the procedures are rendered for one.
-    ref_pg := NULL; reasons := '{}';
+    ref_pg := NULL; reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF ref_pg IS NULL THEN
             ref_pg := (f->>'pgnum')::integer / 10000;
         ELSIF (f->>'pgnum')::integer / 10000 <> ref_pg THEN
-            reasons := reasons || 'x';
+            reasons := reasons || format('%s has %s', node, f->>'pgversion');
         END IF;
     END LOOP;
     ok := cardinality(reasons) = 0; check_name := 'postgres-version';
@@ -1350,7 +1351,7 @@ BEGIN
     RETURN NEXT;
 
     -- Logical decoding and commit timestamps (Spock's conflict resolution).
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF f->>'wal_level' <> 'logical' THEN
             reasons := reasons || format('%s has wal_level=%s (needs logical)', node, f->>'wal_level');
@@ -1366,7 +1367,7 @@ BEGIN
 
     -- No other zodan operation in progress (add_node holds the lock itself
     -- by now, so it skips this one).
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF (f->>'zodan_locked')::boolean THEN
             reasons := reasons || format('%s is locked by %s', node,
@@ -1381,7 +1382,7 @@ BEGIN
     END IF;
 
     -- Every subscription enabled and running.
-    reasons := '{}';
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         FOR sub IN SELECT value FROM jsonb_array_elements(coalesce(f->'subscriptions', '[]')) LOOP
             IF check_type = 'post' AND new IS NOT NULL THEN
@@ -1462,7 +1463,7 @@ BEGIN
 
         -- Replication slots: the new node serves every existing node, and
         -- every existing node serves the new one.
-        reasons := '{}';
+        reasons := '{}'::text[];
         FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
             need := CASE WHEN node = new THEN cluster_size - 1 ELSE 1 END;
             IF (f->>'free_slots')::integer < need THEN
@@ -1589,7 +1590,7 @@ DECLARE
     dropped integer := 0;
     tables integer := 0;
     sequences integer := 0;
-    missing text[] := '{}';
+    missing text[] := '{}'::text[];
 BEGIN
     FOR r IN SELECT rs.set_name, rst.set_reloid
                FROM spock.replication_set_table rst
@@ -1771,7 +1772,7 @@ AS $fn$
 DECLARE
     node text;
     stmt text;
-    pending jsonb := '{}';
+    pending jsonb := '{}'::jsonb;
     i integer;
     stmts text[];
 BEGIN
@@ -2034,10 +2035,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    members text[] := '{}';
-    peers jsonb := '{}';
-    facts jsonb := '{}';
-    unreachable jsonb := '{}';
+    members text[] := '{}'::text[];
+    peers jsonb := '{}'::jsonb;
+    facts jsonb := '{}'::jsonb;
+    unreachable jsonb := '{}'::jsonb;
     r record;
     local_node text := ctx->>'local';
 BEGIN
@@ -2115,7 +2116,7 @@ DECLARE
     cluster jsonb;
     c record;
     passed integer := 0;
-    failed text[] := '{}';
+    failed text[] := '{}'::text[];
 BEGIN
     -- Statements that fail are not logged with their text: they carry DSNs.
     PERFORM set_config('log_min_error_statement', 'panic', true)
@@ -2243,7 +2244,7 @@ DECLARE
     sync_lsn pg_lsn;
     target pg_lsn;
     flushed pg_lsn;
-    peer_sync jsonb := '{}';
+    peer_sync jsonb := '{}'::jsonb;
     dsns jsonb;
     lsns jsonb;
     spec jsonb;
@@ -2315,7 +2316,7 @@ BEGIN
         nf := zodan_ci.zodan_facts(joiner);
         cluster := jsonb_set(cluster, ARRAY['facts', joiner], nf);
 
-        failed := '{}';
+        failed := '{}'::text[];
         FOR r IN SELECT * FROM zodan_ci.zodan_checks('add_node', src, joiner,
                                                    ARRAY(SELECT jsonb_array_elements_text(cluster->'members')),
                                                    cluster->'facts', '{}'::jsonb) LOOP
@@ -2636,7 +2637,6 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    r record;
     node text;
 BEGIN
     PERFORM zodan_ci.zodan_say(ctx, 'ZD005', 'nodes: ' || (SELECT string_agg(
@@ -2685,17 +2685,17 @@ DECLARE
     ctx jsonb;
     r record;
     node text;
-    known text[] := '{}';
-    survivors text[] := '{}';
-    reachable text[] := '{}';
-    unreachable jsonb := '{}';
-    dsns jsonb := '{}';
+    known text[] := '{}'::text[];
+    survivors text[] := '{}'::text[];
+    reachable text[] := '{}'::text[];
+    unreachable jsonb := '{}'::jsonb;
+    dsns jsonb := '{}'::jsonb;
     subscribers text[];
     ph timestamptz;
     phase_no integer := 0;
     phase text := 'start';
     began timestamptz := clock_timestamp();
-    pending jsonb := '{}';
+    pending jsonb := '{}'::jsonb;
     cleanup text;
     st text; msg text; det text; hnt text;
 BEGIN
@@ -2783,7 +2783,7 @@ BEGIN
 
         ------------------------------------------------------------------
         phase_no := 2; phase := 'drain';
-        subscribers := '{}';
+        subscribers := '{}'::text[];
         IF target_up THEN
             FOREACH node IN ARRAY reachable LOOP
                 IF zodan_ci.zodan_value(node, format(
