@@ -2504,8 +2504,11 @@ BEGIN
             PERFORM spock.zodan_close_interrupted(ctx, (prev->>'op_id')::bigint,
                 format('cleaned up by op %s', ctx->>'op'));
         END LOOP;
+        -- A cleanup may have changed both (the copy's tables are gone from
+        -- joiner; src is no longer a node if that attempt registered it).
         nf := spock.zodan_facts(joiner);
-        cluster := jsonb_set(cluster, ARRAY['facts', joiner], nf);
+        cluster := jsonb_set(jsonb_set(cluster, ARRAY['facts', joiner], nf),
+                             ARRAY['facts', src], spock.zodan_facts(src));
 
         failed := '{}'::text[];
         FOR r IN SELECT * FROM spock.zodan_checks('add_node', src, joiner,
@@ -3095,7 +3098,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '4bb2b266ffe6063656c591738eb6cfa064361e3b5400313552663ff517922d58',
+   SET zodan_version = '1.0.0', code_sha256 = 'b7c57bef3164f1d332ca988bffb02f5566237f7f620356fc3c2fdba40d9a0a01',
        installed_at = now(), installed_by = current_user;
 
 
@@ -5433,8 +5436,11 @@ BEGIN
             PERFORM spock.zodan_close_interrupted(ctx, (prev->>'op_id')::bigint,
                 format('cleaned up by op %s', ctx->>'op'));
         END LOOP;
+        -- A cleanup may have changed both (the copy's tables are gone from
+        -- joiner; src is no longer a node if that attempt registered it).
         nf := spock.zodan_facts(joiner);
-        cluster := jsonb_set(cluster, ARRAY['facts', joiner], nf);
+        cluster := jsonb_set(jsonb_set(cluster, ARRAY['facts', joiner], nf),
+                             ARRAY['facts', src], spock.zodan_facts(src));
 
         failed := '{}'::text[];
         FOR r IN SELECT * FROM spock.zodan_checks('add_node', src, joiner,
@@ -6024,7 +6030,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '4bb2b266ffe6063656c591738eb6cfa064361e3b5400313552663ff517922d58',
+   SET zodan_version = '1.0.0', code_sha256 = 'b7c57bef3164f1d332ca988bffb02f5566237f7f620356fc3c2fdba40d9a0a01',
        installed_at = now(), installed_by = current_user;
 
 \endif

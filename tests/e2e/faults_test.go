@@ -322,3 +322,26 @@ func TestFaultCancelled(t *testing.T) {
 	}
 	f.wellAfter(t)
 }
+
+// A join into a lone database dies mid-copy: add_node had made the
+// source a Spock node, and the retry undoes that before starting over.
+func TestFaultLoneSourceJoinKilled(t *testing.T) {
+	ns := nodes(t, "n1", "n2")
+	n1, n2 := ns[0], ns[1]
+	exec(t, n1, pairsTable)
+	exec(t, n1, `CREATE TABLE accounts (id int PRIMARY KEY, balance numeric NOT NULL)`)
+	exec(t, n1, `INSERT INTO accounts SELECT g, g FROM generate_series(1, 1000) g`)
+	killDuringCopy(t, n2, n1)
+	if err := n2.Cluster.Start(); err != nil {
+		t.Fatal(err)
+	}
+	retry := n2.AddNode(testContext(t), n1)
+	mustSucceed(t, "add_node n2 after the crash", retry)
+	if !strings.Contains(retry.Messages(), "registered n1 as a Spock node") {
+		t.Errorf("the retry did not register n1 again:\n%s", retry.Messages())
+	}
+	rowsEverywhere(t, "after the retry", n1, n2)
+	if got := value[int64](t, n2, `SELECT count(*) FROM accounts`); got != 1000 {
+		t.Errorf("n2 has %d accounts, want 1000", got)
+	}
+}

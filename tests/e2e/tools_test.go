@@ -110,6 +110,24 @@ func TestInstallerOnSpockCluster(t *testing.T) {
 	if r := zodanInstall(t, "uninstall", "--dsn", n1.DSN(), "--cluster"); r.code != 0 || strings.Count(r.stdout, "uninstalled version 2") != 3 {
 		t.Fatalf("uninstall --cluster: %s", r)
 	}
+
+	// A node that is down: the others are installed, it is named.
+	if err := n3.Cluster.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	r = zodanInstall(t, "install", "--dsn", n1.DSN(), "--cluster")
+	if r.code != 1 || strings.Count(r.stdout, ": installed version 0 -> 2") != 2 ||
+		!strings.Contains(r.stdout, "n3 (") || !strings.Contains(r.stdout, "FAILED") ||
+		!strings.Contains(r.stderr, "failed on 1 of 3 nodes: n3") {
+		t.Errorf("install --cluster with n3 down: %s", r)
+	}
+	t.Logf("zodan-install install --cluster with n3 down:\n%s%s", r.stdout, r.stderr)
+	if err := n3.Cluster.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if r := zodanInstall(t, "uninstall", "--dsn", n1.DSN(), "--cluster"); r.code != 0 {
+		t.Fatalf("uninstall --cluster: %s", r)
+	}
 	for _, n := range c.Nodes {
 		if left := value[int64](t, n, `SELECT count(*) FROM pg_proc WHERE pronamespace = 'spock'::regnamespace
 		                               AND (proname LIKE 'zodan%' OR proname IN ('add_node', 'remove_node', 'health_check'))`); left != 0 {

@@ -2313,8 +2313,11 @@ BEGIN
             PERFORM zodan_ci.zodan_close_interrupted(ctx, (prev->>'op_id')::bigint,
                 format('cleaned up by op %s', ctx->>'op'));
         END LOOP;
+        -- A cleanup may have changed both (the copy's tables are gone from
+        -- joiner; src is no longer a node if that attempt registered it).
         nf := zodan_ci.zodan_facts(joiner);
-        cluster := jsonb_set(cluster, ARRAY['facts', joiner], nf);
+        cluster := jsonb_set(jsonb_set(cluster, ARRAY['facts', joiner], nf),
+                             ARRAY['facts', src], zodan_ci.zodan_facts(src));
 
         failed := '{}'::text[];
         FOR r IN SELECT * FROM zodan_ci.zodan_checks('add_node', src, joiner,
