@@ -72,7 +72,7 @@ func Connect(ctx context.Context, connString string, opts Options) (*pgx.Conn, e
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to %s: %s", dsn.Label(connString), dsn.Mask(Describe(err)))
+		return nil, fmt.Errorf("cannot connect to %s: %s", dsn.Label(connString), dsn.Mask(dropRepeatedLines(Describe(err))))
 	}
 	return conn, nil
 }
@@ -107,4 +107,21 @@ func SQLState(err error) string {
 		return pg.Code
 	}
 	return ""
+}
+
+// dropRepeatedLines removes lines that repeat an earlier one: pgx reports
+// every connection attempt, and with sslmode=prefer it tries each host
+// twice, with the same error.
+func dropRepeatedLines(s string) string {
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		key := strings.TrimSpace(l)
+		if key != "" && seen[key] {
+			continue
+		}
+		seen[key] = true
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
 }
