@@ -570,18 +570,6 @@ BEGIN
 END;
 $fn$;
 
-CREATE FUNCTION spock.zodan_disconnect(node text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF spock.zodan_connected(node) THEN
-        PERFORM public.dblink_disconnect(spock.zodan_conn(node));
-    END IF;
-END;
-$fn$;
-
 -- Closes every zodan connection of this session, including ones a failed
 -- earlier CALL in the same session left open.
 CREATE FUNCTION spock.zodan_disconnect_all()
@@ -3098,7 +3086,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'b7c57bef3164f1d332ca988bffb02f5566237f7f620356fc3c2fdba40d9a0a01',
+   SET zodan_version = '1.0.0', code_sha256 = '4639b7d2e089bd6d1096721100c8c7695a5a8b9d5469fbe8835d236ca1baa951',
        installed_at = now(), installed_by = current_user;
 
 
@@ -3502,18 +3490,6 @@ BEGIN
 END;
 $fn$;
 
-CREATE FUNCTION spock.zodan_disconnect(node text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF spock.zodan_connected(node) THEN
-        PERFORM public.dblink_disconnect(spock.zodan_conn(node));
-    END IF;
-END;
-$fn$;
-
 -- Closes every zodan connection of this session, including ones a failed
 -- earlier CALL in the same session left open.
 CREATE FUNCTION spock.zodan_disconnect_all()
@@ -6030,7 +6006,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'b7c57bef3164f1d332ca988bffb02f5566237f7f620356fc3c2fdba40d9a0a01',
+   SET zodan_version = '1.0.0', code_sha256 = '4639b7d2e089bd6d1096721100c8c7695a5a8b9d5469fbe8835d236ca1baa951',
        installed_at = now(), installed_by = current_user;
 
 \endif

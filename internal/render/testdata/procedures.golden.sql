@@ -379,18 +379,6 @@ BEGIN
 END;
 $fn$;
 
-CREATE FUNCTION zodan_ci.zodan_disconnect(node text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF zodan_ci.zodan_connected(node) THEN
-        PERFORM ext.dblink_disconnect(zodan_ci.zodan_conn(node));
-    END IF;
-END;
-$fn$;
-
 -- Closes every zodan connection of this session, including ones a failed
 -- earlier CALL in the same session left open.
 CREATE FUNCTION zodan_ci.zodan_disconnect_all()
