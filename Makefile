@@ -1,10 +1,21 @@
 # zodan: see README.md. "make test" needs PostgreSQL 15 (Debian's
 # postgresql-15 with contrib); "make test-e2e" and "make demo" also need a
-# PostgreSQL with Spock, given as ZODAN_SPOCK_BINDIR.
+# PostgreSQL with Spock: ZODAN_SPOCK_BINDIR, or else the one "make spock"
+# builds (PostgreSQL $(SPOCK_PG) + Spock $(SPOCK_VERSION)) from the archives
+# in ZODAN_SPOCK_SOURCES (default ../shared/spock-sources).
 GO ?= go
 E2E_TIMEOUT ?= 90m
+SPOCK_PG ?= 15.18
+SPOCK_VERSION ?= 5.0.11
+# E2E_RUN selects end-to-end tests by name (go test -run), E2E_COUNT
+# repeats them (a race that shows one time in five is still a bug).
+E2E_RUN ?= .
+E2E_COUNT ?= 1
 
-.PHONY: all build test vet test-e2e bench demo render clean
+# The bin directory of the Spock build to test against, built on demand.
+SPOCK_BINDIR_CMD = $${ZODAN_SPOCK_BINDIR:-$$(tests/spockbuild/build-spock.sh $(SPOCK_PG) $(SPOCK_VERSION))}
+
+.PHONY: all build test vet spock test-e2e bench demo render clean
 
 all: build
 
@@ -19,16 +30,22 @@ vet:
 test: vet
 	$(GO) test -count=1 ./...
 
-# End-to-end tests against real Spock clusters (ZODAN_SPOCK_BINDIR).
+# Builds PostgreSQL $(SPOCK_PG) + Spock $(SPOCK_VERSION) into the cache (once)
+# and prints its bin directory.
+spock:
+	@tests/spockbuild/build-spock.sh $(SPOCK_PG) $(SPOCK_VERSION)
+
+# End-to-end tests against real Spock clusters.
 test-e2e:
-	$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./tests/e2e/
+	bindir="$(SPOCK_BINDIR_CMD)" && \
+	ZODAN_SPOCK_BINDIR="$$bindir" $(GO) test -tags e2e -count=$(E2E_COUNT) -run '$(E2E_RUN)' -v -timeout $(E2E_TIMEOUT) ./tests/e2e/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # A local 3-node cluster under write load gains a 4th node (ZODAN_SPOCK_BINDIR).
 demo:
-	$(GO) run ./tests/demo
+	bindir="$(SPOCK_BINDIR_CMD)" && ZODAN_SPOCK_BINDIR="$$bindir" $(GO) run ./tests/demo
 
 # Regenerate the committed psql script.
 render:

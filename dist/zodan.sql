@@ -710,14 +710,6 @@ BEGIN
 END;
 $fn$;
 
--- Database name of node as the server reports it (libpq defaults,
--- services and URIs all resolved).
-CREATE FUNCTION spock.zodan_remote_dbname(node text)
-RETURNS text
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT spock.zodan_value(node, 'SELECT current_database()') $fn$;
-
 -- Sleeps between polls: short at first, so fast operations stay fast, then
 -- at most one second. pg_sleep is interruptible, so a cancel lands here.
 CREATE FUNCTION spock.zodan_backoff(attempt integer)
@@ -1165,20 +1157,6 @@ AS $fn$
           WHERE o.node_name = %L', origin);
 $fn$;
 
--- Probe for zodan_wait_lsn: how far node has applied origin's changes by
--- node's spock.progress, the record that an initial copy taken from node
--- carries to the new node.
-CREATE FUNCTION spock.zodan_progress_probe(origin text)
-RETURNS text
-LANGUAGE sql IMMUTABLE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT format(
-        'SELECT p.remote_lsn FROM spock.progress p
-           JOIN spock.node o ON o.node_id = p.remote_node_id
-          WHERE p.node_id = (SELECT node_id FROM spock.local_node) AND o.node_name = %L', origin);
-$fn$;
-
 -- Emits a sync event on each of origins (a transactional one, so it ends
 -- in a commit that every subscriber's apply progress must pass), then
 -- waits until each of subscribers has applied the events of every other
@@ -1607,6 +1585,29 @@ BEGIN
         detail := coalesce(taken, format('%s is not yet a node of the cluster', new));
         RETURN NEXT;
 
+        -- Spock builds slot and origin names from node and subscription
+        -- names, mapping every character outside [a-z0-9_] to '_' and
+        -- cutting at 63 bytes: nodes n-4 and n_4 would share slots, and
+        -- dropping one's would break the other.
+        taken := NULL;
+        -- (Spock's own function names them; without Spock there are none.)
+        IF to_regprocedure('spock.spock_gen_slot_name(name,name,name)') IS NOT NULL THEN
+        SELECT string_agg(format('%s (for %s)', slot, pairs), '; ' ORDER BY slot) INTO taken
+          FROM (SELECT g.slot, string_agg(format('%s->%s', g.a, g.b), ' and ' ORDER BY g.a, g.b) AS pairs
+                  FROM (SELECT x.a, y.b,
+                               spock.spock_gen_slot_name(coalesce(facts->y.b->>'db', sf->>'db', nf->>'db')::name, x.a::name,
+                                                         spock.zodan_sub_name(x.a, y.b)::name)::text AS slot
+                          FROM unnest(members || new) x(a) CROSS JOIN unnest(members || new) y(b)
+                         WHERE x.a <> y.b) AS g(a, b, slot)
+                 GROUP BY g.slot
+                HAVING count(*) > 1 AND bool_or(g.a = new OR g.b = new)) AS clash;
+        END IF;
+        ok := taken IS NULL; check_name := 'slot-names';
+        detail := coalesce(format('node name %s gives the same replication slot names as an existing node: %s; choose another name',
+                                  new, taken),
+                           format('the slots and origins for %s have names of their own', new));
+        RETURN NEXT;
+
         ok := jsonb_array_length(nf->'user_tables') = 0; check_name := 'new-node-empty';
         detail := CASE WHEN ok THEN format('%s''s database has no user tables', new)
                        ELSE format('%s''s database already has %s user tables (%s); add_node copies everything from %s into an empty database',
@@ -1914,24 +1915,43 @@ LANGUAGE sql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT format('sub_%s_%s', provider, subscriber) $fn$;
 
+-- A condition on pg_replication_slots (on node) that matches the slot
+-- target's subscription from node reads. Spock names that slot after the
+-- subscriber's database, node and the subscription; the database part is
+-- left open, so the match needs no guess at the target's database, which a
+-- target that is down cannot be asked for. The other two parts name this
+-- one pair of nodes.
+CREATE FUNCTION spock.zodan_peer_slot_condition(node text, target text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    -- spk_<db>_<node>_<subscription>, with a one-letter stand-in database
+    tail text := substr(spock.spock_gen_slot_name('x'::name, node::name, spock.zodan_sub_name(node, target)::name)::text, 6);
+BEGIN
+    RETURN format('database = current_database() AND slot_name LIKE ''spk\_%%'' AND right(slot_name, %s) = %L',
+                  length(tail), tail);
+END;
+$fn$;
+
 -- Statements that remove every trace of target from one node, in the order
 -- they must run. Built from names alone so they can also be handed to a
--- DBA for a node that is down. target_db is the database of the target,
--- which Spock uses in the names of the slots the target subscribes with.
-CREATE FUNCTION spock.zodan_detach_statements(node text, target text, target_db text)
+-- DBA for a node that is down.
+CREATE FUNCTION spock.zodan_detach_statements(node text, target text)
 RETURNS text[]
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     -- the slot target's own subscription reads from node
-    slot text := spock.spock_gen_slot_name(target_db::name, node::name, spock.zodan_sub_name(node, target)::name);
+    slot text := spock.zodan_peer_slot_condition(node, target);
 BEGIN
     RETURN ARRAY[
         -- subscriptions on node that receive from target
         format($s$SELECT spock.sub_drop(s.sub_name, true) FROM spock.subscription s JOIN spock.node o ON o.node_id = s.sub_origin WHERE o.node_name = %L$s$, target),
-        format($s$SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %L AND active_pid IS NOT NULL$s$, slot),
-        format($s$SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %L AND NOT active$s$, slot),
+        format($s$SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE %s AND active_pid IS NOT NULL$s$, slot),
+        format($s$SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE %s AND NOT active$s$, slot),
         format($s$SELECT spock.node_drop(%L, true)$s$, target),
         -- progress rows are keyed by node id, which is gone by now (the
         -- last sub_drop from a provider drops its node row, too)
@@ -1943,7 +1963,7 @@ $fn$;
 -- Removes target from each reachable node of nodes (see zodan_reachable
 -- for dsns). Returns, per node that could not be cleaned, the statements
 -- still to run there.
-CREATE FUNCTION spock.zodan_detach(ctx jsonb, target text, target_db text, nodes text[], dsns jsonb)
+CREATE FUNCTION spock.zodan_detach(ctx jsonb, target text, nodes text[], dsns jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1954,10 +1974,11 @@ DECLARE
     pending jsonb := '{}'::jsonb;
     i integer;
     stmts text[];
+    slot text;
 BEGIN
     FOREACH node IN ARRAY nodes LOOP
         CONTINUE WHEN node = target;
-        stmts := spock.zodan_detach_statements(node, target, target_db);
+        stmts := spock.zodan_detach_statements(node, target);
         IF NOT spock.zodan_reachable(ctx, node, dsns) THEN
             pending := pending || jsonb_build_object(node, to_jsonb(stmts));
             CONTINUE;
@@ -1969,8 +1990,10 @@ BEGIN
                 PERFORM spock.zodan_exec(node, stmt);
                 IF i = 2 THEN
                     -- a terminated walsender releases its slot asynchronously
-                    PERFORM spock.zodan_wait_slot_inactive(ctx, node,
-                        spock.spock_gen_slot_name(target_db::name, node::name, spock.zodan_sub_name(node, target)::name));
+                    FOR slot IN SELECT j->>'slot_name' FROM spock.zodan_query(node, format(
+                        'SELECT slot_name FROM pg_replication_slots WHERE %s', spock.zodan_peer_slot_condition(node, target))) j LOOP
+                        PERFORM spock.zodan_wait_slot_inactive(ctx, node, slot);
+                    END LOOP;
                 END IF;
             END LOOP;
             PERFORM spock.zodan_detail(ctx, format('removed %s from %s', target, node));
@@ -2103,7 +2126,9 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT ARRAY[
-        $s$SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend' AND (a.application_name IN ('pg_restore', 'pg_dump') OR a.application_name ~ '_(copy|snap|sync)$')$s$,
+        -- Spock names its sessions <subscription>_<purpose>; pg_restore
+        -- runs only while one of this node's subscriptions restores a copy.
+        $s$SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend' AND (a.application_name IN (SELECT s.sub_name || '_' || p FROM spock.subscription s CROSS JOIN unnest(ARRAY['copy', 'snap', 'sync']) p) OR (a.application_name = 'pg_restore' AND EXISTS (SELECT 1 FROM spock.local_sync_status WHERE sync_status IN ('i', 's', 'd', 'c'))))$s$,
         $s$SELECT spock.sub_disable(sub_name, false) FROM spock.subscription WHERE sub_enabled$s$,
         $s$DO $stop$
 DECLARE
@@ -2195,6 +2220,347 @@ AS $fn$
                              (SELECT string_agg(s || ';', ' ') FROM jsonb_array_elements_text(value) s)),
                       E'\n' ORDER BY key)
       FROM jsonb_each(pending);
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- The hand-over: how the new node N stops receiving its peers' changes
+-- through the source S and starts receiving them from the peers directly,
+-- without missing a transaction, without getting one twice, and without
+-- ever applying a change before a change it depends on.
+--
+-- Until the hand-over, N's subscription from S forwards every origin: N
+-- gets each peer P's transactions as S applied them, interleaved with S's
+-- own in S's commit order. Whatever S did to a row P had just inserted
+-- therefore reaches N after the insert, exactly as it happened on S. (The
+-- alternative, applying S's own changes on N while P->N waits disabled,
+-- makes N apply S's updates of P's newest rows before the rows exist, and
+-- Spock's default exception_behaviour silently discards those
+-- transactions.)
+--
+-- The cut is taken with S's apply workers paused (spock.pause_apply_workers):
+-- while paused, S applies nothing from any peer, so the replication origin
+-- of S's subscription from P (pg_replication_origin_status, updated in the
+-- commit itself) names exactly the last transaction of P that S applied,
+-- and every one of them is in S's WAL before a sync event emitted now.
+-- Once N has applied that sync event, N has exactly P's transactions up to
+-- that position. N's subscription from S is stopped, forwarding switched
+-- off, and P->N set to start right after that position: every later
+-- transaction of P reaches N from P, once. Spock's own spock.progress row
+-- is not used: it is flushed lazily, so it can name an older position than
+-- the data already contains (duplicates in tables without a key).
+--
+-- Spock resumes paused workers on its own after spock.pause_timeout (10 s
+-- by default) with a WARNING. The cut therefore re-reads the positions once
+-- S->N has stopped: if any moved, the pause did not hold, S->N is started
+-- again with forwarding (a state that is always safe) and the cut is
+-- retried. After the cut, S stays paused until N's subscriptions from S and
+-- from every peer run and have caught up, so that S's changes to a peer's
+-- newest rows never overtake those rows on their way to N.
+-- ---------------------------------------------------------------------------
+
+-- Where node has applied each of peers' changes: the remote LSN of the
+-- replication origin of node's subscription from that peer, by peer name.
+-- Exact at any moment the node's apply workers are paused.
+CREATE FUNCTION spock.zodan_applied_positions(node text, peers text[])
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    positions jsonb := '{}'::jsonb;
+    p text;
+BEGIN
+    FOREACH p IN ARRAY peers LOOP
+        positions := positions || jsonb_build_object(p, spock.zodan_value(node, spock.zodan_applied_probe(p)));
+    END LOOP;
+    RETURN positions;
+END;
+$fn$;
+
+-- Turns forwarding of other origins on or off for subscription sub on
+-- node, which must be disabled. Spock 6.0 has spock.sub_alter_options for
+-- this; Spock 5.0 has no call for it, but its apply worker reads the
+-- subscription's row when it starts, so updating the row while the
+-- subscription is disabled has the same effect.
+CREATE FUNCTION spock.zodan_set_forwarding(node text, sub text, forward boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF spock.zodan_value(node, 'SELECT to_regprocedure(''spock.sub_alter_options(name,jsonb)'') IS NOT NULL')::boolean THEN
+        PERFORM spock.zodan_exec(node, format('SELECT spock.sub_alter_options(%L, %L::jsonb)', sub,
+            jsonb_build_object('forward_origins', CASE WHEN forward THEN '["all"]'::jsonb ELSE '[]'::jsonb END)));
+    ELSE
+        PERFORM spock.zodan_exec(node, format(
+            'UPDATE spock.subscription SET sub_forward_origins = %L::text[] WHERE sub_name = %L AND NOT sub_enabled',
+            CASE WHEN forward THEN '{all}' END, sub));
+    END IF;
+    IF spock.zodan_value(node, format(
+        'SELECT coalesce(cardinality(sub_forward_origins), 0) > 0 FROM spock.subscription WHERE sub_name = %L', sub))::boolean
+       IS DISTINCT FROM forward THEN
+        RAISE EXCEPTION 'could not turn forwarding % for subscription % on node %', CASE WHEN forward THEN 'on' ELSE 'off' END, sub, node
+            USING ERRCODE = 'ZDC02';
+    END IF;
+END;
+$fn$;
+
+-- Waits until no walsender uses slot on node: the subscriber's worker has
+-- gone and nothing more is sent from that slot.
+CREATE FUNCTION spock.zodan_wait_slot_idle(ctx jsonb, node text, slot text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    started timestamptz := clock_timestamp();
+    i integer := 0;
+BEGIN
+    WHILE coalesce(spock.zodan_value(node, format(
+              'SELECT active FROM pg_replication_slots WHERE slot_name = %L', slot))::boolean, false) LOOP
+        -- The walsender notices its subscriber's exit within moments; one
+        -- that lingers is ended, since nothing may be sent from it now.
+        IF clock_timestamp() - started > make_interval(secs => least((ctx->>'timeout')::integer, 5)) THEN
+            PERFORM spock.zodan_exec(node, format(
+                'SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %L AND active_pid IS NOT NULL', slot));
+        END IF;
+        IF clock_timestamp() - started > make_interval(secs => (ctx->>'timeout')::integer) THEN
+            RAISE EXCEPTION 'slot % on node % is still in use % s after its subscriber stopped', slot, node, (ctx->>'timeout')
+                USING ERRCODE = 'ZDT01';
+        END IF;
+        PERFORM spock.zodan_backoff(i);
+        i := i + 1;
+    END LOOP;
+END;
+$fn$;
+
+-- Phase 6 of add_node: the hand-over described above. peer_sync holds,
+-- per peer, the slot prepared for peer->joiner (phase 3). Returns, per
+-- peer, the position its subscription to joiner starts after.
+CREATE FUNCTION spock.zodan_hand_over(ctx jsonb, src text, joiner text, peers text[], peer_sync jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    via text := spock.zodan_sub_name(src, joiner);
+    via_slot text;
+    cut jsonb;
+    again jsonb;
+    ev pg_lsn;
+    p text;
+    slot text;
+    flushed pg_lsn;
+    paused_at timestamptz;
+    attempt integer := 0;
+    -- Spock's pause_timeout bounds a pause; a few attempts ride out a
+    -- moment when S's workers could not be paused in time.
+    attempts CONSTANT integer := 3;
+BEGIN
+    via_slot := spock.zodan_value(joiner, format('SELECT sub_slot_name FROM spock.subscription WHERE sub_name = %L', via));
+    IF via_slot IS NULL THEN
+        RAISE EXCEPTION 'subscription % is missing on node %', via, joiner USING ERRCODE = 'ZDC02';
+    END IF;
+    LOOP
+        attempt := attempt + 1;
+        -- 1. Freeze what S applies from its peers, and read where it is.
+        PERFORM spock.zodan_exec(src, 'SELECT spock.pause_apply_workers()');
+        paused_at := clock_timestamp();
+        cut := spock.zodan_applied_positions(src, peers);
+        -- 2. Everything S applied up to there reaches joiner, forwarded.
+        ev := spock.zodan_value(src, 'SELECT spock.sync_event(true)')::pg_lsn;
+        PERFORM spock.zodan_wait_lsn(ctx, joiner, spock.zodan_applied_probe(src), ev,
+            format('%s to apply %s''s changes up to %s', joiner, src, ev));
+        -- 3. Stop the forwarding stream.
+        PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_disable(%L, true)', via));
+        PERFORM spock.zodan_wait_slot_idle(ctx, src, via_slot);
+        -- 4. If S applied anything since step 1 the pause did not hold and
+        --    joiner may have more than cut says: start over from a state
+        --    that is safe (forwarding on).
+        again := spock.zodan_applied_positions(src, peers);
+        EXIT WHEN again = cut;
+        PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_enable(%L, true)', via));
+        PERFORM spock.zodan_exec(src, 'SELECT spock.resume_apply_workers()');
+        IF attempt >= attempts THEN
+            RAISE EXCEPTION 'could not hold %''s apply workers paused while handing % over to its peers (% attempts)', src, joiner, attempts
+                USING ERRCODE = 'ZDD02',
+                      DETAIL = format('%s applied peers'' changes during the pause: before %s, after %s.', src, cut, again),
+                      HINT = format('Spock resumes paused apply workers after spock.pause_timeout; raise it on %s (ALTER SYSTEM SET spock.pause_timeout = 60; SELECT pg_reload_conf()) and CALL add_node again.', src);
+        END IF;
+        PERFORM spock.zodan_info(ctx, format('%s resumed its apply workers during the hand-over; trying again (%s of %s)', src, attempt + 1, attempts));
+    END LOOP;
+
+    -- 5. Each peer's stream to joiner starts right after the cut.
+    FOREACH p IN ARRAY peers LOOP
+        slot := peer_sync->p->>'slot';
+        IF cut->>p IS NULL THEN
+            RAISE EXCEPTION '% has no record of how far it applied %''s changes; refusing to guess where %''s stream to % starts', src, p, p, joiner
+                USING ERRCODE = 'ZDD01',
+                      HINT = format('Check that %s subscribes to %s and is replicating (SELECT * FROM spock.sub_show_status() on %s), then CALL add_node again.', src, p, src);
+        END IF;
+        flushed := spock.zodan_value(p, format('SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %L', slot))::pg_lsn;
+        IF flushed IS NULL THEN
+            RAISE EXCEPTION 'slot % on % disappeared', slot, p USING ERRCODE = 'ZDC02';
+        END IF;
+        IF flushed > (cut->>p)::pg_lsn THEN
+            RAISE EXCEPTION 'slot % on % starts at %, after the hand-over position %: % changes in between would be lost', slot, p, flushed, cut->>p, p
+                USING ERRCODE = 'ZDD01', HINT = 'CALL add_node again.';
+        END IF;
+        IF flushed < (cut->>p)::pg_lsn THEN
+            PERFORM spock.zodan_exec(p, format('SELECT pg_replication_slot_advance(%L, %L::pg_lsn)', slot, cut->>p));
+        END IF;
+        PERFORM spock.zodan_exec(joiner, format('SELECT pg_replication_origin_advance(%L, %L::pg_lsn)', slot, cut->>p));
+        PERFORM spock.zodan_info(ctx, format('%s->%s starts after %s (where %s had applied %s''s changes)', p, joiner, cut->>p, src, p));
+    END LOOP;
+
+    -- 6. S's own changes flow again, no longer with the peers' ones; then
+    --    the peers' streams start. S is still paused, so nothing S does
+    --    yet depends on a peer's change that joiner does not have.
+    PERFORM spock.zodan_set_forwarding(joiner, via, false);
+    PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_enable(%L, true)', via));
+    PERFORM spock.zodan_sync(ctx, ARRAY[src], ARRAY[joiner]);
+    FOREACH p IN ARRAY peers LOOP
+        PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_enable(%L, true)', spock.zodan_sub_name(p, joiner)));
+    END LOOP;
+    PERFORM spock.zodan_sync(ctx, peers, ARRAY[joiner]);
+    PERFORM spock.zodan_exec(src, 'SELECT spock.resume_apply_workers()');
+    PERFORM spock.zodan_detail(ctx, format('%s''s apply workers were paused for %s', src, spock.zodan_seconds(paused_at)));
+    RETURN cut;
+END;
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- Comparing a new node with its source: add_node's last phase and
+-- health_check('post').
+--
+-- What it detects:
+--   * transactions a node discarded: Spock logs every change it could not
+--     apply (and, with the default exception_behaviour 'transdiscard', the
+--     rest of its transaction) in spock.exception_log. An entry that
+--     appeared during the join means some node differs from the others.
+--   * a replicated table with a different number of rows on the new node
+--     than on the source, once both have applied every node's changes and
+--     neither count moves between two rounds (missing rows, rows applied
+--     twice in a table without a key).
+-- What it cannot detect: rows with the same count but other values, and a
+-- difference in a table that is written throughout (its counts never hold
+-- still; it is reported as not compared), or in a table larger than
+-- 1073741824 bytes on the source (counting it would take long; also reported as
+-- not compared).
+-- ---------------------------------------------------------------------------
+
+-- Rows in spock.exception_log on each of nodes, by node name.
+CREATE FUNCTION spock.zodan_exception_counts(nodes text[])
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    counts jsonb := '{}'::jsonb;
+    n text;
+BEGIN
+    FOREACH n IN ARRAY nodes LOOP
+        counts := counts || jsonb_build_object(n,
+            spock.zodan_value(n, 'SELECT count(*) FROM spock.exception_log')::bigint);
+    END LOOP;
+    RETURN counts;
+END;
+$fn$;
+
+-- Exact row counts of tables on node, by table name, in one statement.
+CREATE FUNCTION spock.zodan_row_counts(node text, tables text[])
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF cardinality(tables) = 0 THEN
+        RETURN '{}'::jsonb;
+    END IF;
+    -- Each name is a regclass text from the node's own catalog, so it is
+    -- already a quoted identifier; %L and ::regclass keep it that way.
+    RETURN spock.zodan_value(node, 'SELECT jsonb_build_object(' ||
+        (SELECT string_agg(format('%L, (SELECT count(*) FROM %s)', t, t::regclass), ', ')
+           FROM unnest(tables) t) || ')')::jsonb;
+END;
+$fn$;
+
+-- The comparison, as check rows. baseline is zodan_exception_counts of
+-- nodes taken before the join (NULL: every entry on new counts). nodes are
+-- the cluster's nodes including src and new.
+CREATE FUNCTION spock.zodan_compare(ctx jsonb, src text, new text, nodes text[], baseline jsonb)
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    now_counts jsonb;
+    grown text[];
+    tables text[];
+    large text[] := '{}'::text[];
+    cn jsonb; cs jsonb; pn jsonb; ps jsonb;
+    agreed text[] := '{}'::text[];
+    differ text[] := '{}'::text[];
+    differing text[] := '{}'::text[];
+    t text;
+BEGIN
+    -- 1. Discarded transactions.
+    IF baseline IS NULL THEN
+        now_counts := spock.zodan_exception_counts(ARRAY[new]);
+        baseline := jsonb_build_object(new, 0);
+    ELSE
+        now_counts := spock.zodan_exception_counts(nodes);
+    END IF;
+    SELECT array_agg(format('%s has %s new entries', k, (now_counts->>k)::bigint - (baseline->>k)::bigint) ORDER BY k)
+      INTO grown
+      FROM jsonb_object_keys(baseline) k
+     WHERE (now_counts->>k)::bigint > (baseline->>k)::bigint;
+    check_name := 'discarded-transactions';
+    ok := grown IS NULL;
+    detail := CASE WHEN ok THEN format('no new entries in spock.exception_log on %s', array_to_string(ARRAY(SELECT jsonb_object_keys(baseline) ORDER BY 1), ', '))
+                   ELSE format('spock.exception_log: %s; those transactions were not applied there, so that node differs (SELECT * FROM spock.exception_log on it says which)',
+                               array_to_string(grown, '; ')) END;
+    RETURN NEXT;
+
+    -- 2. Row counts of every replicated table, new against src.
+    SELECT array_agg(DISTINCT format('%I.%I', j->>'nspname', j->>'relname'))
+      INTO tables
+      FROM spock.zodan_query(new, 'SELECT nspname, relname FROM spock.tables WHERE set_name IS NOT NULL') j;
+    tables := coalesce(tables, '{}'::text[]);
+    IF cardinality(tables) > 0 THEN
+        SELECT array_agg(j->>'t') INTO large
+          FROM spock.zodan_query(src, format(
+              'SELECT t FROM unnest(%L::text[]) t WHERE to_regclass(t) IS NOT NULL AND pg_total_relation_size(to_regclass(t)) > 1073741824', tables)) j;
+        large := coalesce(large, '{}'::text[]);
+        tables := ARRAY(SELECT x FROM unnest(tables) x WHERE x <> ALL (large) ORDER BY x);
+    END IF;
+    FOR round IN 1..3 LOOP
+        EXIT WHEN cardinality(tables) = 0;
+        -- Both have applied everything every node committed before now.
+        PERFORM spock.zodan_sync(ctx, nodes, ARRAY[src, new]);
+        cn := spock.zodan_row_counts(new, tables);
+        cs := spock.zodan_row_counts(src, tables);
+        FOREACH t IN ARRAY tables LOOP
+            IF cn->t = cs->t THEN
+                agreed := agreed || t;
+            ELSIF round > 1 AND cn->t = pn->t AND cs->t = ps->t THEN
+                -- Neither moved across a full sync: a real difference.
+                differ := differ || format('%s has %s rows on %s and %s on %s', t, cn->>t, new, cs->>t, src);
+                differing := differing || t;
+            END IF;
+        END LOOP;
+        tables := ARRAY(SELECT x FROM unnest(tables) x WHERE x <> ALL (agreed || differing) ORDER BY x);
+        pn := cn; ps := cs;
+    END LOOP;
+    check_name := 'row-counts';
+    ok := cardinality(differ) = 0;
+    detail := CASE WHEN ok THEN concat_ws('; ',
+                    format('%s tables have as many rows on %s as on %s', cardinality(agreed), new, src),
+                    CASE WHEN cardinality(tables) > 0 THEN format('not compared, written throughout: %s', array_to_string(tables, ', ')) END,
+                    CASE WHEN cardinality(large) > 0 THEN format('not compared, larger than %s: %s', pg_size_pretty(1073741824::bigint), array_to_string(large, ', ')) END)
+                   ELSE array_to_string(differ, '; ') END;
+    RETURN NEXT;
+END;
 $fn$;
 
 -- ---------------------------------------------------------------------------
@@ -2335,6 +2701,21 @@ BEGIN
             PERFORM spock.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', c.check_name, c.detail));
         END IF;
     END LOOP;
+    -- A node that joined must also hold what its source holds.
+    IF kind = 'post' AND new_node_name IS NOT NULL AND cluster->'unreachable' = '{}'::jsonb
+       AND new_node_name IN (SELECT jsonb_array_elements_text(cluster->'members')) THEN
+        FOR c IN SELECT * FROM spock.zodan_compare(ctx, src_node_name, new_node_name,
+                                                    ARRAY(SELECT jsonb_array_elements_text(cluster->'members')), NULL)
+        LOOP
+            IF c.ok THEN
+                passed := passed + 1;
+                PERFORM spock.zodan_say(ctx, 'ZD005', format('PASS %s: %s', c.check_name, c.detail));
+            ELSE
+                failed := failed || format('%s: %s', c.check_name, c.detail);
+                PERFORM spock.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', c.check_name, c.detail));
+            END IF;
+        END LOOP;
+    END IF;
     PERFORM spock.zodan_disconnect_all();
 
     IF cardinality(failed) > 0 THEN
@@ -2363,21 +2744,23 @@ COMMENT ON PROCEDURE spock.health_check(text, text, text, text, text, boolean, i
 --   2 register       Spock node rows for N (and S, for a one-node start)
 --   3 prepare-peers  for each P: a slot on P for P->N, then wait until S
 --                    has applied P's changes past it, then P->N disabled
---   4 copy           S->N with schema and data (one snapshot of S)
---   5 catch-up       N applies S's changes up to now
---   6 align-peers    move each P->N slot and N's origin to where S was
---                    with P's changes when the copy's snapshot was taken
+--   4 copy           S->N with schema and data (one snapshot of S), also
+--                    forwarding the peers' changes S applies
+--   5 catch-up       N applies what S committed and forwarded meanwhile
+--   6 hand-over      with S's apply paused: cut the forwarded stream where
+--                    S is with each P, start every P->N right after it
 --   7 replication-sets  N gets S's sets, tables and sequences
---   8 enable-peers   start P->N and wait until N has P's changes
---   9 subscribe      N->X on every existing node X
---  10 verify         changes flow both ways; every subscription replicates
+--   8 subscribe      N->X on every existing node X
+--   9 verify         changes flow both ways; every subscription replicates
+--  10 compare        no node discarded a transaction; N has S's row counts
 --
--- Why nothing is lost: every commit on P before its P->N slot existed is in
--- S before the copy's snapshot (step 3 waits for that), so it arrives with
--- the copy. The copy carries S's record of how far it had applied each P;
--- step 6 starts P->N exactly there, so every later commit of P arrives
--- through P->N, and nothing earlier arrives twice beyond what Spock's
--- progress bookkeeping already rounds.
+-- Why nothing is lost, nothing arrives twice, and nothing arrives before
+-- what it depends on: until the hand-over N receives every peer's changes
+-- through S, in the order S applied them (see handover.sql.tmpl); the
+-- hand-over takes an exact cut (S's replication origins, read while S's
+-- apply workers are paused) and starts each P->N right after it. Every
+-- commit of P is either before the cut, and so in the copy or forwarded
+-- by S, or after it, and so sent by P; never both.
 --
 -- Any failure rolls the join back on every reachable node (see
 -- cleanup.sql.tmpl) and names what could not be undone; the same CALL can
@@ -2421,11 +2804,9 @@ DECLARE
     slot text;
     slot_lsn pg_lsn;
     sync_lsn pg_lsn;
-    target pg_lsn;
-    flushed pg_lsn;
     peer_sync jsonb := '{}'::jsonb;
+    discarded jsonb;
     dsns jsonb;
-    lsns jsonb;
     spec jsonb;
     summary text;
     failed text[];
@@ -2482,7 +2863,7 @@ BEGIN
             IF prev->>'kind' = 'add_node' AND prev->>'node_name' = joiner THEN
                 pending := spock.zodan_undo_join(ctx, joiner, src, everyone, dsns,
                     coalesce((prev->'details'->>'source_registered')::boolean, false),
-                    coalesce(prev->'details'->>'new_db', current_database()), prev->'details'->'content');
+                    prev->'details'->'content');
                 IF pending <> '{}'::jsonb THEN
                     RAISE EXCEPTION 'could not clean up after the interrupted add_node (op %)', prev->>'op_id'
                         USING ERRCODE = 'ZDC05', DETAIL = spock.zodan_pending_text(pending),
@@ -2516,6 +2897,9 @@ BEGIN
         END IF;
 
         new_db := nf->>'db';
+        -- What every node's spock.exception_log holds before the join:
+        -- phase 10 fails the join if any of them grew.
+        discarded := spock.zodan_exception_counts(everyone || joiner);
         source_registered := cluster->'facts'->src->>'local_node' IS NULL;
         -- Recorded before anything is created, so that a rollback (or the
         -- next attempt after a crash) knows what to undo.
@@ -2562,7 +2946,7 @@ BEGIN
             peer_sync := peer_sync || jsonb_build_object(p, jsonb_build_object('slot', slot, 'slot_lsn', slot_lsn, 'sync_lsn', sync_lsn));
         END LOOP;
         FOREACH p IN ARRAY peers LOOP
-            PERFORM spock.zodan_wait_lsn(ctx, src, spock.zodan_progress_probe(p), (peer_sync->p->>'sync_lsn')::pg_lsn,
+            PERFORM spock.zodan_wait_lsn(ctx, src, spock.zodan_applied_probe(p), (peer_sync->p->>'sync_lsn')::pg_lsn,
                 format('%s to apply %s''s changes up to %s', src, p, peer_sync->p->>'sync_lsn'));
             PERFORM spock.zodan_exec(joiner, format(
                 'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
@@ -2580,15 +2964,20 @@ BEGIN
         ------------------------------------------------------------------
         phase_no := 4; phase := 'copy';
         skip := ARRAY(SELECT jsonb_array_elements_text(nf->'user_schemas'));
-        ph := spock.zodan_phase_begin(ctx, 4, total, phase, format('schema and data from %s%s', src,
+        ph := spock.zodan_phase_begin(ctx, 4, total, phase, format('schema and data from %s%s%s', src,
+            CASE WHEN cardinality(peers) > 0 THEN format(', with %s''s changes as %s applies them', array_to_string(peers, ', '), src) ELSE '' END,
             CASE WHEN cardinality(skip) > 0 THEN format(' (keeping %s''s own schemas %s)', joiner, array_to_string(skip, ', ')) ELSE '' END));
+        -- With peers, S forwards their changes until the hand-over (phase
+        -- 6), so that N applies them in S's order, before S's own changes
+        -- that build on them.
         PERFORM spock.zodan_exec(joiner, format(
             'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
                     replication_sets := %L::text[], synchronize_structure := true,
-                    synchronize_data := true, forward_origins := ''{}'', apply_delay := ''0'',
+                    synchronize_data := true, forward_origins := %L::text[], apply_delay := ''0'',
                     enabled := true, skip_schema := %L::text[])',
             spock.zodan_sub_name(src, joiner), src_dsn,
             (SELECT array_agg(s->>'name') FROM jsonb_array_elements(spock.zodan_repset_spec(src)->'sets') s),
+            CASE WHEN cardinality(peers) > 0 THEN '{all}' ELSE '{}' END,
             skip));
         PERFORM spock.zodan_wait_copy(ctx, joiner, spock.zodan_sub_name(src, joiner), src);
         PERFORM spock.zodan_info(ctx, format('copied %s tables from %s',
@@ -2602,38 +2991,13 @@ BEGIN
         PERFORM spock.zodan_phase_done(ctx, 5, total, phase, ph);
 
         ------------------------------------------------------------------
-        phase_no := 6; phase := 'align-peers';
+        phase_no := 6; phase := 'hand-over';
         ph := spock.zodan_phase_begin(ctx, 6, total, phase,
             CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
-                 ELSE format('start %s exactly where the copy left them', array_to_string(peers, ', ')) END);
-        FOREACH p IN ARRAY peers LOOP
-            slot := peer_sync->p->>'slot';
-            -- Where src had applied p's changes when the snapshot was taken:
-            -- the copy brought S's progress record along to joiner.
-            target := spock.zodan_value(joiner, spock.zodan_progress_probe(p))::pg_lsn;
-            IF target IS NULL THEN
-                RAISE EXCEPTION 'the copy from % brought no record of how far % had applied %''s changes; refusing to guess where %''s stream to % starts',
-                                src, src, p, p, joiner
-                    USING ERRCODE = 'ZDD01',
-                          HINT = format('Check that %s subscribes to %s and is replicating, then CALL add_node again.', src, p);
-            END IF;
-            IF target < (peer_sync->p->>'sync_lsn')::pg_lsn THEN
-                RAISE EXCEPTION 'the copy from % says % had applied %''s changes only up to %, but it had reached % before the copy started; refusing to position %''s stream to %',
-                                src, src, p, target, peer_sync->p->>'sync_lsn', p, joiner
-                    USING ERRCODE = 'ZDD01',
-                          HINT = 'The progress record is stale; CALL add_node again.';
-            END IF;
-            flushed := spock.zodan_value(p, format(
-                'SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %L', slot))::pg_lsn;
-            IF flushed IS NULL THEN
-                RAISE EXCEPTION 'slot % on % disappeared', slot, p USING ERRCODE = 'ZDC02';
-            END IF;
-            IF target > flushed THEN
-                PERFORM spock.zodan_exec(p, format('SELECT pg_replication_slot_advance(%L, %L::pg_lsn)', slot, target));
-            END IF;
-            PERFORM spock.zodan_exec(joiner, format('SELECT pg_replication_origin_advance(%L, %L::pg_lsn)', slot, target));
-            PERFORM spock.zodan_info(ctx, format('%s->%s starts at %s (slot was at %s)', p, joiner, target, flushed));
-        END LOOP;
+                 ELSE format('%s''s changes from %s directly, from exactly where %s left off', array_to_string(peers, ', '), array_to_string(peers, ', '), src) END);
+        IF cardinality(peers) > 0 THEN
+            PERFORM spock.zodan_hand_over(ctx, src, joiner, peers, peer_sync);
+        END IF;
         PERFORM spock.zodan_phase_done(ctx, 6, total, phase, ph,
             CASE WHEN cardinality(peers) = 0 THEN 'skipped' ELSE 'done' END);
 
@@ -2662,26 +3026,8 @@ BEGIN
         PERFORM spock.zodan_phase_done(ctx, 7, total, phase, ph);
 
         ------------------------------------------------------------------
-        phase_no := 8; phase := 'enable-peers';
-        ph := spock.zodan_phase_begin(ctx, 8, total, phase,
-            CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
-                 ELSE format('start %s', (SELECT string_agg(spock.zodan_sub_name(q, joiner), ', ') FROM unnest(peers) q)) END);
-        FOREACH p IN ARRAY peers LOOP
-            PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_enable(%L, true)', spock.zodan_sub_name(p, joiner)));
-        END LOOP;
-        IF cardinality(peers) > 0 THEN
-            lsns := spock.zodan_sync(ctx, peers, ARRAY[joiner]);
-            FOREACH p IN ARRAY peers LOOP
-                PERFORM spock.zodan_info(ctx, format('%s replicating, %s has %s''s changes up to %s',
-                    spock.zodan_sub_name(p, joiner), joiner, p, lsns->>p));
-            END LOOP;
-        END IF;
-        PERFORM spock.zodan_phase_done(ctx, 8, total, phase, ph,
-            CASE WHEN cardinality(peers) = 0 THEN 'skipped' ELSE 'done' END);
-
-        ------------------------------------------------------------------
-        phase_no := 9; phase := 'subscribe';
-        ph := spock.zodan_phase_begin(ctx, 9, total, phase, format('%s subscribe to %s', array_to_string(everyone, ', '), joiner));
+        phase_no := 8; phase := 'subscribe';
+        ph := spock.zodan_phase_begin(ctx, 8, total, phase, format('%s subscribe to %s', array_to_string(everyone, ', '), joiner));
         spec := spock.zodan_repset_spec(joiner);
         FOREACH x IN ARRAY everyone LOOP
             PERFORM spock.zodan_exec(x, format(
@@ -2694,14 +3040,32 @@ BEGIN
             PERFORM spock.zodan_detail(ctx, format('created %s on %s', spock.zodan_sub_name(joiner, x), x));
         END LOOP;
         PERFORM spock.zodan_wait_replicating(ctx, everyone);
-        PERFORM spock.zodan_phase_done(ctx, 9, total, phase, ph);
+        PERFORM spock.zodan_phase_done(ctx, 8, total, phase, ph);
 
         ------------------------------------------------------------------
-        phase_no := 10; phase := 'verify';
-        ph := spock.zodan_phase_begin(ctx, 10, total, phase, 'changes flow both ways between every pair');
+        phase_no := 9; phase := 'verify';
+        ph := spock.zodan_phase_begin(ctx, 9, total, phase, 'changes flow both ways between every pair');
         -- Every node's event must reach every other node.
         PERFORM spock.zodan_sync(ctx, everyone || joiner, everyone || joiner);
         PERFORM spock.zodan_wait_replicating(ctx, everyone || joiner);
+        PERFORM spock.zodan_phase_done(ctx, 9, total, phase, ph);
+
+        ------------------------------------------------------------------
+        phase_no := 10; phase := 'compare';
+        ph := spock.zodan_phase_begin(ctx, 10, total, phase, format('%s against %s, and every node''s discarded transactions', joiner, src));
+        failed := '{}'::text[];
+        FOR r IN SELECT * FROM spock.zodan_compare(ctx, src, joiner, everyone || joiner, discarded) LOOP
+            IF r.ok THEN
+                PERFORM spock.zodan_info(ctx, format('%s: %s', r.check_name, r.detail));
+            ELSE
+                failed := failed || format('%s: %s', r.check_name, r.detail);
+            END IF;
+        END LOOP;
+        IF cardinality(failed) > 0 THEN
+            RAISE EXCEPTION '% differs from the cluster after joining', joiner
+                USING ERRCODE = 'ZDD03', DETAIL = array_to_string(failed, E'\n'),
+                      HINT = 'The join is rolled back. Report this with the server logs of every node; spock.exception_log says which transactions were not applied.';
+        END IF;
         PERFORM spock.zodan_phase_done(ctx, 10, total, phase, ph);
 
         PERFORM spock.zodan_report(ctx, src, everyone || joiner);
@@ -2725,7 +3089,7 @@ BEGIN
                     PERFORM spock.zodan_say(ctx, 'ZD006', format('phase %s/%s %s failed: %s; rolling back%s',
                         phase_no, total, phase, msg, CASE WHEN attempt > 1 THEN ' (again, after a cancel)' ELSE '' END));
                     BEGIN
-                        pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered, new_db,
+                        pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered,
                             spock.zodan_value(joiner, format('SELECT details->''content'' FROM spock.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
                         IF pending = '{}'::jsonb THEN
                             cleanup := 'Everything add_node had created was removed; fix the cause and CALL add_node again.';
@@ -2770,7 +3134,7 @@ COMMENT ON PROCEDURE spock.add_node(text, text, text, text, boolean, text, text,
 -- row if add_node created it, then whatever the copy put into N. Returns
 -- the statements left for nodes that could not be reached.
 CREATE FUNCTION spock.zodan_undo_join(ctx jsonb, n text, s text, nodes text[], dsns jsonb, source_registered boolean,
-                                        new_db text, content jsonb)
+                                        content jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -2792,7 +3156,7 @@ BEGIN
             PERFORM spock.zodan_detail(ctx, format('could not resume apply workers on %s: %s', s, SQLERRM));
         END;
     END IF;
-    pending := spock.zodan_detach(ctx, n, coalesce(new_db, spock.zodan_remote_dbname(n)), nodes, dsns);
+    pending := spock.zodan_detach(ctx, n, nodes, dsns);
     IF source_registered THEN
         BEGIN
             IF spock.zodan_reachable(ctx, s, dsns) THEN
@@ -2860,7 +3224,6 @@ DECLARE
     here text;
     local_dsn text;
     target_dsn text := target_node_dsn;
-    target_db text;
     target_up boolean := false;
     ctx jsonb;
     r record;
@@ -2950,8 +3313,6 @@ BEGIN
                 USING ERRCODE = 'ZDC01',
                       HINT = format('Nodes known to %s: %s.', here, array_to_string(known, ', '));
         END IF;
-        target_db := CASE WHEN target_up THEN spock.zodan_remote_dbname(tgt)
-                          ELSE coalesce(spock.zodan_dsn_dbname(target_dsn), current_database()) END;
         IF unreachable <> '{}'::jsonb THEN
             PERFORM spock.zodan_warn(ctx, format('unreachable, to be cleaned later: %s',
                 (SELECT string_agg(format('%s (%s)', key, value #>> '{}'), ', ') FROM jsonb_each(unreachable))));
@@ -2992,7 +3353,7 @@ BEGIN
             -- Its apply workers stop first, so its slots on the others are free.
             PERFORM spock.zodan_drop_subscriptions(tgt);
         END IF;
-        pending := spock.zodan_detach(ctx, tgt, target_db, survivors, dsns);
+        pending := spock.zodan_detach(ctx, tgt, survivors, dsns);
         PERFORM spock.zodan_phase_done(ctx, 3, total, phase, ph);
 
         ------------------------------------------------------------------
@@ -3086,7 +3447,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '4639b7d2e089bd6d1096721100c8c7695a5a8b9d5469fbe8835d236ca1baa951',
+   SET zodan_version = '1.0.0', code_sha256 = 'e37ea72a996f52bae93ce582ffe862dfd04bf4cc368983579697fdf395f8ffa2',
        installed_at = now(), installed_by = current_user;
 
 
@@ -3630,14 +3991,6 @@ BEGIN
 END;
 $fn$;
 
--- Database name of node as the server reports it (libpq defaults,
--- services and URIs all resolved).
-CREATE FUNCTION spock.zodan_remote_dbname(node text)
-RETURNS text
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT spock.zodan_value(node, 'SELECT current_database()') $fn$;
-
 -- Sleeps between polls: short at first, so fast operations stay fast, then
 -- at most one second. pg_sleep is interruptible, so a cancel lands here.
 CREATE FUNCTION spock.zodan_backoff(attempt integer)
@@ -4085,20 +4438,6 @@ AS $fn$
           WHERE o.node_name = %L', origin);
 $fn$;
 
--- Probe for zodan_wait_lsn: how far node has applied origin's changes by
--- node's spock.progress, the record that an initial copy taken from node
--- carries to the new node.
-CREATE FUNCTION spock.zodan_progress_probe(origin text)
-RETURNS text
-LANGUAGE sql IMMUTABLE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT format(
-        'SELECT p.remote_lsn FROM spock.progress p
-           JOIN spock.node o ON o.node_id = p.remote_node_id
-          WHERE p.node_id = (SELECT node_id FROM spock.local_node) AND o.node_name = %L', origin);
-$fn$;
-
 -- Emits a sync event on each of origins (a transactional one, so it ends
 -- in a commit that every subscriber's apply progress must pass), then
 -- waits until each of subscribers has applied the events of every other
@@ -4527,6 +4866,29 @@ BEGIN
         detail := coalesce(taken, format('%s is not yet a node of the cluster', new));
         RETURN NEXT;
 
+        -- Spock builds slot and origin names from node and subscription
+        -- names, mapping every character outside [a-z0-9_] to '_' and
+        -- cutting at 63 bytes: nodes n-4 and n_4 would share slots, and
+        -- dropping one's would break the other.
+        taken := NULL;
+        -- (Spock's own function names them; without Spock there are none.)
+        IF to_regprocedure('spock.spock_gen_slot_name(name,name,name)') IS NOT NULL THEN
+        SELECT string_agg(format('%s (for %s)', slot, pairs), '; ' ORDER BY slot) INTO taken
+          FROM (SELECT g.slot, string_agg(format('%s->%s', g.a, g.b), ' and ' ORDER BY g.a, g.b) AS pairs
+                  FROM (SELECT x.a, y.b,
+                               spock.spock_gen_slot_name(coalesce(facts->y.b->>'db', sf->>'db', nf->>'db')::name, x.a::name,
+                                                         spock.zodan_sub_name(x.a, y.b)::name)::text AS slot
+                          FROM unnest(members || new) x(a) CROSS JOIN unnest(members || new) y(b)
+                         WHERE x.a <> y.b) AS g(a, b, slot)
+                 GROUP BY g.slot
+                HAVING count(*) > 1 AND bool_or(g.a = new OR g.b = new)) AS clash;
+        END IF;
+        ok := taken IS NULL; check_name := 'slot-names';
+        detail := coalesce(format('node name %s gives the same replication slot names as an existing node: %s; choose another name',
+                                  new, taken),
+                           format('the slots and origins for %s have names of their own', new));
+        RETURN NEXT;
+
         ok := jsonb_array_length(nf->'user_tables') = 0; check_name := 'new-node-empty';
         detail := CASE WHEN ok THEN format('%s''s database has no user tables', new)
                        ELSE format('%s''s database already has %s user tables (%s); add_node copies everything from %s into an empty database',
@@ -4834,24 +5196,43 @@ LANGUAGE sql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT format('sub_%s_%s', provider, subscriber) $fn$;
 
+-- A condition on pg_replication_slots (on node) that matches the slot
+-- target's subscription from node reads. Spock names that slot after the
+-- subscriber's database, node and the subscription; the database part is
+-- left open, so the match needs no guess at the target's database, which a
+-- target that is down cannot be asked for. The other two parts name this
+-- one pair of nodes.
+CREATE FUNCTION spock.zodan_peer_slot_condition(node text, target text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    -- spk_<db>_<node>_<subscription>, with a one-letter stand-in database
+    tail text := substr(spock.spock_gen_slot_name('x'::name, node::name, spock.zodan_sub_name(node, target)::name)::text, 6);
+BEGIN
+    RETURN format('database = current_database() AND slot_name LIKE ''spk\_%%'' AND right(slot_name, %s) = %L',
+                  length(tail), tail);
+END;
+$fn$;
+
 -- Statements that remove every trace of target from one node, in the order
 -- they must run. Built from names alone so they can also be handed to a
--- DBA for a node that is down. target_db is the database of the target,
--- which Spock uses in the names of the slots the target subscribes with.
-CREATE FUNCTION spock.zodan_detach_statements(node text, target text, target_db text)
+-- DBA for a node that is down.
+CREATE FUNCTION spock.zodan_detach_statements(node text, target text)
 RETURNS text[]
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     -- the slot target's own subscription reads from node
-    slot text := spock.spock_gen_slot_name(target_db::name, node::name, spock.zodan_sub_name(node, target)::name);
+    slot text := spock.zodan_peer_slot_condition(node, target);
 BEGIN
     RETURN ARRAY[
         -- subscriptions on node that receive from target
         format($s$SELECT spock.sub_drop(s.sub_name, true) FROM spock.subscription s JOIN spock.node o ON o.node_id = s.sub_origin WHERE o.node_name = %L$s$, target),
-        format($s$SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %L AND active_pid IS NOT NULL$s$, slot),
-        format($s$SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %L AND NOT active$s$, slot),
+        format($s$SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE %s AND active_pid IS NOT NULL$s$, slot),
+        format($s$SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE %s AND NOT active$s$, slot),
         format($s$SELECT spock.node_drop(%L, true)$s$, target),
         -- progress rows are keyed by node id, which is gone by now (the
         -- last sub_drop from a provider drops its node row, too)
@@ -4863,7 +5244,7 @@ $fn$;
 -- Removes target from each reachable node of nodes (see zodan_reachable
 -- for dsns). Returns, per node that could not be cleaned, the statements
 -- still to run there.
-CREATE FUNCTION spock.zodan_detach(ctx jsonb, target text, target_db text, nodes text[], dsns jsonb)
+CREATE FUNCTION spock.zodan_detach(ctx jsonb, target text, nodes text[], dsns jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -4874,10 +5255,11 @@ DECLARE
     pending jsonb := '{}'::jsonb;
     i integer;
     stmts text[];
+    slot text;
 BEGIN
     FOREACH node IN ARRAY nodes LOOP
         CONTINUE WHEN node = target;
-        stmts := spock.zodan_detach_statements(node, target, target_db);
+        stmts := spock.zodan_detach_statements(node, target);
         IF NOT spock.zodan_reachable(ctx, node, dsns) THEN
             pending := pending || jsonb_build_object(node, to_jsonb(stmts));
             CONTINUE;
@@ -4889,8 +5271,10 @@ BEGIN
                 PERFORM spock.zodan_exec(node, stmt);
                 IF i = 2 THEN
                     -- a terminated walsender releases its slot asynchronously
-                    PERFORM spock.zodan_wait_slot_inactive(ctx, node,
-                        spock.spock_gen_slot_name(target_db::name, node::name, spock.zodan_sub_name(node, target)::name));
+                    FOR slot IN SELECT j->>'slot_name' FROM spock.zodan_query(node, format(
+                        'SELECT slot_name FROM pg_replication_slots WHERE %s', spock.zodan_peer_slot_condition(node, target))) j LOOP
+                        PERFORM spock.zodan_wait_slot_inactive(ctx, node, slot);
+                    END LOOP;
                 END IF;
             END LOOP;
             PERFORM spock.zodan_detail(ctx, format('removed %s from %s', target, node));
@@ -5023,7 +5407,9 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT ARRAY[
-        $s$SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend' AND (a.application_name IN ('pg_restore', 'pg_dump') OR a.application_name ~ '_(copy|snap|sync)$')$s$,
+        -- Spock names its sessions <subscription>_<purpose>; pg_restore
+        -- runs only while one of this node's subscriptions restores a copy.
+        $s$SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend' AND (a.application_name IN (SELECT s.sub_name || '_' || p FROM spock.subscription s CROSS JOIN unnest(ARRAY['copy', 'snap', 'sync']) p) OR (a.application_name = 'pg_restore' AND EXISTS (SELECT 1 FROM spock.local_sync_status WHERE sync_status IN ('i', 's', 'd', 'c'))))$s$,
         $s$SELECT spock.sub_disable(sub_name, false) FROM spock.subscription WHERE sub_enabled$s$,
         $s$DO $stop$
 DECLARE
@@ -5115,6 +5501,347 @@ AS $fn$
                              (SELECT string_agg(s || ';', ' ') FROM jsonb_array_elements_text(value) s)),
                       E'\n' ORDER BY key)
       FROM jsonb_each(pending);
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- The hand-over: how the new node N stops receiving its peers' changes
+-- through the source S and starts receiving them from the peers directly,
+-- without missing a transaction, without getting one twice, and without
+-- ever applying a change before a change it depends on.
+--
+-- Until the hand-over, N's subscription from S forwards every origin: N
+-- gets each peer P's transactions as S applied them, interleaved with S's
+-- own in S's commit order. Whatever S did to a row P had just inserted
+-- therefore reaches N after the insert, exactly as it happened on S. (The
+-- alternative, applying S's own changes on N while P->N waits disabled,
+-- makes N apply S's updates of P's newest rows before the rows exist, and
+-- Spock's default exception_behaviour silently discards those
+-- transactions.)
+--
+-- The cut is taken with S's apply workers paused (spock.pause_apply_workers):
+-- while paused, S applies nothing from any peer, so the replication origin
+-- of S's subscription from P (pg_replication_origin_status, updated in the
+-- commit itself) names exactly the last transaction of P that S applied,
+-- and every one of them is in S's WAL before a sync event emitted now.
+-- Once N has applied that sync event, N has exactly P's transactions up to
+-- that position. N's subscription from S is stopped, forwarding switched
+-- off, and P->N set to start right after that position: every later
+-- transaction of P reaches N from P, once. Spock's own spock.progress row
+-- is not used: it is flushed lazily, so it can name an older position than
+-- the data already contains (duplicates in tables without a key).
+--
+-- Spock resumes paused workers on its own after spock.pause_timeout (10 s
+-- by default) with a WARNING. The cut therefore re-reads the positions once
+-- S->N has stopped: if any moved, the pause did not hold, S->N is started
+-- again with forwarding (a state that is always safe) and the cut is
+-- retried. After the cut, S stays paused until N's subscriptions from S and
+-- from every peer run and have caught up, so that S's changes to a peer's
+-- newest rows never overtake those rows on their way to N.
+-- ---------------------------------------------------------------------------
+
+-- Where node has applied each of peers' changes: the remote LSN of the
+-- replication origin of node's subscription from that peer, by peer name.
+-- Exact at any moment the node's apply workers are paused.
+CREATE FUNCTION spock.zodan_applied_positions(node text, peers text[])
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    positions jsonb := '{}'::jsonb;
+    p text;
+BEGIN
+    FOREACH p IN ARRAY peers LOOP
+        positions := positions || jsonb_build_object(p, spock.zodan_value(node, spock.zodan_applied_probe(p)));
+    END LOOP;
+    RETURN positions;
+END;
+$fn$;
+
+-- Turns forwarding of other origins on or off for subscription sub on
+-- node, which must be disabled. Spock 6.0 has spock.sub_alter_options for
+-- this; Spock 5.0 has no call for it, but its apply worker reads the
+-- subscription's row when it starts, so updating the row while the
+-- subscription is disabled has the same effect.
+CREATE FUNCTION spock.zodan_set_forwarding(node text, sub text, forward boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF spock.zodan_value(node, 'SELECT to_regprocedure(''spock.sub_alter_options(name,jsonb)'') IS NOT NULL')::boolean THEN
+        PERFORM spock.zodan_exec(node, format('SELECT spock.sub_alter_options(%L, %L::jsonb)', sub,
+            jsonb_build_object('forward_origins', CASE WHEN forward THEN '["all"]'::jsonb ELSE '[]'::jsonb END)));
+    ELSE
+        PERFORM spock.zodan_exec(node, format(
+            'UPDATE spock.subscription SET sub_forward_origins = %L::text[] WHERE sub_name = %L AND NOT sub_enabled',
+            CASE WHEN forward THEN '{all}' END, sub));
+    END IF;
+    IF spock.zodan_value(node, format(
+        'SELECT coalesce(cardinality(sub_forward_origins), 0) > 0 FROM spock.subscription WHERE sub_name = %L', sub))::boolean
+       IS DISTINCT FROM forward THEN
+        RAISE EXCEPTION 'could not turn forwarding % for subscription % on node %', CASE WHEN forward THEN 'on' ELSE 'off' END, sub, node
+            USING ERRCODE = 'ZDC02';
+    END IF;
+END;
+$fn$;
+
+-- Waits until no walsender uses slot on node: the subscriber's worker has
+-- gone and nothing more is sent from that slot.
+CREATE FUNCTION spock.zodan_wait_slot_idle(ctx jsonb, node text, slot text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    started timestamptz := clock_timestamp();
+    i integer := 0;
+BEGIN
+    WHILE coalesce(spock.zodan_value(node, format(
+              'SELECT active FROM pg_replication_slots WHERE slot_name = %L', slot))::boolean, false) LOOP
+        -- The walsender notices its subscriber's exit within moments; one
+        -- that lingers is ended, since nothing may be sent from it now.
+        IF clock_timestamp() - started > make_interval(secs => least((ctx->>'timeout')::integer, 5)) THEN
+            PERFORM spock.zodan_exec(node, format(
+                'SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %L AND active_pid IS NOT NULL', slot));
+        END IF;
+        IF clock_timestamp() - started > make_interval(secs => (ctx->>'timeout')::integer) THEN
+            RAISE EXCEPTION 'slot % on node % is still in use % s after its subscriber stopped', slot, node, (ctx->>'timeout')
+                USING ERRCODE = 'ZDT01';
+        END IF;
+        PERFORM spock.zodan_backoff(i);
+        i := i + 1;
+    END LOOP;
+END;
+$fn$;
+
+-- Phase 6 of add_node: the hand-over described above. peer_sync holds,
+-- per peer, the slot prepared for peer->joiner (phase 3). Returns, per
+-- peer, the position its subscription to joiner starts after.
+CREATE FUNCTION spock.zodan_hand_over(ctx jsonb, src text, joiner text, peers text[], peer_sync jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    via text := spock.zodan_sub_name(src, joiner);
+    via_slot text;
+    cut jsonb;
+    again jsonb;
+    ev pg_lsn;
+    p text;
+    slot text;
+    flushed pg_lsn;
+    paused_at timestamptz;
+    attempt integer := 0;
+    -- Spock's pause_timeout bounds a pause; a few attempts ride out a
+    -- moment when S's workers could not be paused in time.
+    attempts CONSTANT integer := 3;
+BEGIN
+    via_slot := spock.zodan_value(joiner, format('SELECT sub_slot_name FROM spock.subscription WHERE sub_name = %L', via));
+    IF via_slot IS NULL THEN
+        RAISE EXCEPTION 'subscription % is missing on node %', via, joiner USING ERRCODE = 'ZDC02';
+    END IF;
+    LOOP
+        attempt := attempt + 1;
+        -- 1. Freeze what S applies from its peers, and read where it is.
+        PERFORM spock.zodan_exec(src, 'SELECT spock.pause_apply_workers()');
+        paused_at := clock_timestamp();
+        cut := spock.zodan_applied_positions(src, peers);
+        -- 2. Everything S applied up to there reaches joiner, forwarded.
+        ev := spock.zodan_value(src, 'SELECT spock.sync_event(true)')::pg_lsn;
+        PERFORM spock.zodan_wait_lsn(ctx, joiner, spock.zodan_applied_probe(src), ev,
+            format('%s to apply %s''s changes up to %s', joiner, src, ev));
+        -- 3. Stop the forwarding stream.
+        PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_disable(%L, true)', via));
+        PERFORM spock.zodan_wait_slot_idle(ctx, src, via_slot);
+        -- 4. If S applied anything since step 1 the pause did not hold and
+        --    joiner may have more than cut says: start over from a state
+        --    that is safe (forwarding on).
+        again := spock.zodan_applied_positions(src, peers);
+        EXIT WHEN again = cut;
+        PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_enable(%L, true)', via));
+        PERFORM spock.zodan_exec(src, 'SELECT spock.resume_apply_workers()');
+        IF attempt >= attempts THEN
+            RAISE EXCEPTION 'could not hold %''s apply workers paused while handing % over to its peers (% attempts)', src, joiner, attempts
+                USING ERRCODE = 'ZDD02',
+                      DETAIL = format('%s applied peers'' changes during the pause: before %s, after %s.', src, cut, again),
+                      HINT = format('Spock resumes paused apply workers after spock.pause_timeout; raise it on %s (ALTER SYSTEM SET spock.pause_timeout = 60; SELECT pg_reload_conf()) and CALL add_node again.', src);
+        END IF;
+        PERFORM spock.zodan_info(ctx, format('%s resumed its apply workers during the hand-over; trying again (%s of %s)', src, attempt + 1, attempts));
+    END LOOP;
+
+    -- 5. Each peer's stream to joiner starts right after the cut.
+    FOREACH p IN ARRAY peers LOOP
+        slot := peer_sync->p->>'slot';
+        IF cut->>p IS NULL THEN
+            RAISE EXCEPTION '% has no record of how far it applied %''s changes; refusing to guess where %''s stream to % starts', src, p, p, joiner
+                USING ERRCODE = 'ZDD01',
+                      HINT = format('Check that %s subscribes to %s and is replicating (SELECT * FROM spock.sub_show_status() on %s), then CALL add_node again.', src, p, src);
+        END IF;
+        flushed := spock.zodan_value(p, format('SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %L', slot))::pg_lsn;
+        IF flushed IS NULL THEN
+            RAISE EXCEPTION 'slot % on % disappeared', slot, p USING ERRCODE = 'ZDC02';
+        END IF;
+        IF flushed > (cut->>p)::pg_lsn THEN
+            RAISE EXCEPTION 'slot % on % starts at %, after the hand-over position %: % changes in between would be lost', slot, p, flushed, cut->>p, p
+                USING ERRCODE = 'ZDD01', HINT = 'CALL add_node again.';
+        END IF;
+        IF flushed < (cut->>p)::pg_lsn THEN
+            PERFORM spock.zodan_exec(p, format('SELECT pg_replication_slot_advance(%L, %L::pg_lsn)', slot, cut->>p));
+        END IF;
+        PERFORM spock.zodan_exec(joiner, format('SELECT pg_replication_origin_advance(%L, %L::pg_lsn)', slot, cut->>p));
+        PERFORM spock.zodan_info(ctx, format('%s->%s starts after %s (where %s had applied %s''s changes)', p, joiner, cut->>p, src, p));
+    END LOOP;
+
+    -- 6. S's own changes flow again, no longer with the peers' ones; then
+    --    the peers' streams start. S is still paused, so nothing S does
+    --    yet depends on a peer's change that joiner does not have.
+    PERFORM spock.zodan_set_forwarding(joiner, via, false);
+    PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_enable(%L, true)', via));
+    PERFORM spock.zodan_sync(ctx, ARRAY[src], ARRAY[joiner]);
+    FOREACH p IN ARRAY peers LOOP
+        PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_enable(%L, true)', spock.zodan_sub_name(p, joiner)));
+    END LOOP;
+    PERFORM spock.zodan_sync(ctx, peers, ARRAY[joiner]);
+    PERFORM spock.zodan_exec(src, 'SELECT spock.resume_apply_workers()');
+    PERFORM spock.zodan_detail(ctx, format('%s''s apply workers were paused for %s', src, spock.zodan_seconds(paused_at)));
+    RETURN cut;
+END;
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- Comparing a new node with its source: add_node's last phase and
+-- health_check('post').
+--
+-- What it detects:
+--   * transactions a node discarded: Spock logs every change it could not
+--     apply (and, with the default exception_behaviour 'transdiscard', the
+--     rest of its transaction) in spock.exception_log. An entry that
+--     appeared during the join means some node differs from the others.
+--   * a replicated table with a different number of rows on the new node
+--     than on the source, once both have applied every node's changes and
+--     neither count moves between two rounds (missing rows, rows applied
+--     twice in a table without a key).
+-- What it cannot detect: rows with the same count but other values, and a
+-- difference in a table that is written throughout (its counts never hold
+-- still; it is reported as not compared), or in a table larger than
+-- 1073741824 bytes on the source (counting it would take long; also reported as
+-- not compared).
+-- ---------------------------------------------------------------------------
+
+-- Rows in spock.exception_log on each of nodes, by node name.
+CREATE FUNCTION spock.zodan_exception_counts(nodes text[])
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    counts jsonb := '{}'::jsonb;
+    n text;
+BEGIN
+    FOREACH n IN ARRAY nodes LOOP
+        counts := counts || jsonb_build_object(n,
+            spock.zodan_value(n, 'SELECT count(*) FROM spock.exception_log')::bigint);
+    END LOOP;
+    RETURN counts;
+END;
+$fn$;
+
+-- Exact row counts of tables on node, by table name, in one statement.
+CREATE FUNCTION spock.zodan_row_counts(node text, tables text[])
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF cardinality(tables) = 0 THEN
+        RETURN '{}'::jsonb;
+    END IF;
+    -- Each name is a regclass text from the node's own catalog, so it is
+    -- already a quoted identifier; %L and ::regclass keep it that way.
+    RETURN spock.zodan_value(node, 'SELECT jsonb_build_object(' ||
+        (SELECT string_agg(format('%L, (SELECT count(*) FROM %s)', t, t::regclass), ', ')
+           FROM unnest(tables) t) || ')')::jsonb;
+END;
+$fn$;
+
+-- The comparison, as check rows. baseline is zodan_exception_counts of
+-- nodes taken before the join (NULL: every entry on new counts). nodes are
+-- the cluster's nodes including src and new.
+CREATE FUNCTION spock.zodan_compare(ctx jsonb, src text, new text, nodes text[], baseline jsonb)
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    now_counts jsonb;
+    grown text[];
+    tables text[];
+    large text[] := '{}'::text[];
+    cn jsonb; cs jsonb; pn jsonb; ps jsonb;
+    agreed text[] := '{}'::text[];
+    differ text[] := '{}'::text[];
+    differing text[] := '{}'::text[];
+    t text;
+BEGIN
+    -- 1. Discarded transactions.
+    IF baseline IS NULL THEN
+        now_counts := spock.zodan_exception_counts(ARRAY[new]);
+        baseline := jsonb_build_object(new, 0);
+    ELSE
+        now_counts := spock.zodan_exception_counts(nodes);
+    END IF;
+    SELECT array_agg(format('%s has %s new entries', k, (now_counts->>k)::bigint - (baseline->>k)::bigint) ORDER BY k)
+      INTO grown
+      FROM jsonb_object_keys(baseline) k
+     WHERE (now_counts->>k)::bigint > (baseline->>k)::bigint;
+    check_name := 'discarded-transactions';
+    ok := grown IS NULL;
+    detail := CASE WHEN ok THEN format('no new entries in spock.exception_log on %s', array_to_string(ARRAY(SELECT jsonb_object_keys(baseline) ORDER BY 1), ', '))
+                   ELSE format('spock.exception_log: %s; those transactions were not applied there, so that node differs (SELECT * FROM spock.exception_log on it says which)',
+                               array_to_string(grown, '; ')) END;
+    RETURN NEXT;
+
+    -- 2. Row counts of every replicated table, new against src.
+    SELECT array_agg(DISTINCT format('%I.%I', j->>'nspname', j->>'relname'))
+      INTO tables
+      FROM spock.zodan_query(new, 'SELECT nspname, relname FROM spock.tables WHERE set_name IS NOT NULL') j;
+    tables := coalesce(tables, '{}'::text[]);
+    IF cardinality(tables) > 0 THEN
+        SELECT array_agg(j->>'t') INTO large
+          FROM spock.zodan_query(src, format(
+              'SELECT t FROM unnest(%L::text[]) t WHERE to_regclass(t) IS NOT NULL AND pg_total_relation_size(to_regclass(t)) > 1073741824', tables)) j;
+        large := coalesce(large, '{}'::text[]);
+        tables := ARRAY(SELECT x FROM unnest(tables) x WHERE x <> ALL (large) ORDER BY x);
+    END IF;
+    FOR round IN 1..3 LOOP
+        EXIT WHEN cardinality(tables) = 0;
+        -- Both have applied everything every node committed before now.
+        PERFORM spock.zodan_sync(ctx, nodes, ARRAY[src, new]);
+        cn := spock.zodan_row_counts(new, tables);
+        cs := spock.zodan_row_counts(src, tables);
+        FOREACH t IN ARRAY tables LOOP
+            IF cn->t = cs->t THEN
+                agreed := agreed || t;
+            ELSIF round > 1 AND cn->t = pn->t AND cs->t = ps->t THEN
+                -- Neither moved across a full sync: a real difference.
+                differ := differ || format('%s has %s rows on %s and %s on %s', t, cn->>t, new, cs->>t, src);
+                differing := differing || t;
+            END IF;
+        END LOOP;
+        tables := ARRAY(SELECT x FROM unnest(tables) x WHERE x <> ALL (agreed || differing) ORDER BY x);
+        pn := cn; ps := cs;
+    END LOOP;
+    check_name := 'row-counts';
+    ok := cardinality(differ) = 0;
+    detail := CASE WHEN ok THEN concat_ws('; ',
+                    format('%s tables have as many rows on %s as on %s', cardinality(agreed), new, src),
+                    CASE WHEN cardinality(tables) > 0 THEN format('not compared, written throughout: %s', array_to_string(tables, ', ')) END,
+                    CASE WHEN cardinality(large) > 0 THEN format('not compared, larger than %s: %s', pg_size_pretty(1073741824::bigint), array_to_string(large, ', ')) END)
+                   ELSE array_to_string(differ, '; ') END;
+    RETURN NEXT;
+END;
 $fn$;
 
 -- ---------------------------------------------------------------------------
@@ -5255,6 +5982,21 @@ BEGIN
             PERFORM spock.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', c.check_name, c.detail));
         END IF;
     END LOOP;
+    -- A node that joined must also hold what its source holds.
+    IF kind = 'post' AND new_node_name IS NOT NULL AND cluster->'unreachable' = '{}'::jsonb
+       AND new_node_name IN (SELECT jsonb_array_elements_text(cluster->'members')) THEN
+        FOR c IN SELECT * FROM spock.zodan_compare(ctx, src_node_name, new_node_name,
+                                                    ARRAY(SELECT jsonb_array_elements_text(cluster->'members')), NULL)
+        LOOP
+            IF c.ok THEN
+                passed := passed + 1;
+                PERFORM spock.zodan_say(ctx, 'ZD005', format('PASS %s: %s', c.check_name, c.detail));
+            ELSE
+                failed := failed || format('%s: %s', c.check_name, c.detail);
+                PERFORM spock.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', c.check_name, c.detail));
+            END IF;
+        END LOOP;
+    END IF;
     PERFORM spock.zodan_disconnect_all();
 
     IF cardinality(failed) > 0 THEN
@@ -5283,21 +6025,23 @@ COMMENT ON PROCEDURE spock.health_check(text, text, text, text, text, boolean, i
 --   2 register       Spock node rows for N (and S, for a one-node start)
 --   3 prepare-peers  for each P: a slot on P for P->N, then wait until S
 --                    has applied P's changes past it, then P->N disabled
---   4 copy           S->N with schema and data (one snapshot of S)
---   5 catch-up       N applies S's changes up to now
---   6 align-peers    move each P->N slot and N's origin to where S was
---                    with P's changes when the copy's snapshot was taken
+--   4 copy           S->N with schema and data (one snapshot of S), also
+--                    forwarding the peers' changes S applies
+--   5 catch-up       N applies what S committed and forwarded meanwhile
+--   6 hand-over      with S's apply paused: cut the forwarded stream where
+--                    S is with each P, start every P->N right after it
 --   7 replication-sets  N gets S's sets, tables and sequences
---   8 enable-peers   start P->N and wait until N has P's changes
---   9 subscribe      N->X on every existing node X
---  10 verify         changes flow both ways; every subscription replicates
+--   8 subscribe      N->X on every existing node X
+--   9 verify         changes flow both ways; every subscription replicates
+--  10 compare        no node discarded a transaction; N has S's row counts
 --
--- Why nothing is lost: every commit on P before its P->N slot existed is in
--- S before the copy's snapshot (step 3 waits for that), so it arrives with
--- the copy. The copy carries S's record of how far it had applied each P;
--- step 6 starts P->N exactly there, so every later commit of P arrives
--- through P->N, and nothing earlier arrives twice beyond what Spock's
--- progress bookkeeping already rounds.
+-- Why nothing is lost, nothing arrives twice, and nothing arrives before
+-- what it depends on: until the hand-over N receives every peer's changes
+-- through S, in the order S applied them (see handover.sql.tmpl); the
+-- hand-over takes an exact cut (S's replication origins, read while S's
+-- apply workers are paused) and starts each P->N right after it. Every
+-- commit of P is either before the cut, and so in the copy or forwarded
+-- by S, or after it, and so sent by P; never both.
 --
 -- Any failure rolls the join back on every reachable node (see
 -- cleanup.sql.tmpl) and names what could not be undone; the same CALL can
@@ -5341,11 +6085,9 @@ DECLARE
     slot text;
     slot_lsn pg_lsn;
     sync_lsn pg_lsn;
-    target pg_lsn;
-    flushed pg_lsn;
     peer_sync jsonb := '{}'::jsonb;
+    discarded jsonb;
     dsns jsonb;
-    lsns jsonb;
     spec jsonb;
     summary text;
     failed text[];
@@ -5402,7 +6144,7 @@ BEGIN
             IF prev->>'kind' = 'add_node' AND prev->>'node_name' = joiner THEN
                 pending := spock.zodan_undo_join(ctx, joiner, src, everyone, dsns,
                     coalesce((prev->'details'->>'source_registered')::boolean, false),
-                    coalesce(prev->'details'->>'new_db', current_database()), prev->'details'->'content');
+                    prev->'details'->'content');
                 IF pending <> '{}'::jsonb THEN
                     RAISE EXCEPTION 'could not clean up after the interrupted add_node (op %)', prev->>'op_id'
                         USING ERRCODE = 'ZDC05', DETAIL = spock.zodan_pending_text(pending),
@@ -5436,6 +6178,9 @@ BEGIN
         END IF;
 
         new_db := nf->>'db';
+        -- What every node's spock.exception_log holds before the join:
+        -- phase 10 fails the join if any of them grew.
+        discarded := spock.zodan_exception_counts(everyone || joiner);
         source_registered := cluster->'facts'->src->>'local_node' IS NULL;
         -- Recorded before anything is created, so that a rollback (or the
         -- next attempt after a crash) knows what to undo.
@@ -5482,7 +6227,7 @@ BEGIN
             peer_sync := peer_sync || jsonb_build_object(p, jsonb_build_object('slot', slot, 'slot_lsn', slot_lsn, 'sync_lsn', sync_lsn));
         END LOOP;
         FOREACH p IN ARRAY peers LOOP
-            PERFORM spock.zodan_wait_lsn(ctx, src, spock.zodan_progress_probe(p), (peer_sync->p->>'sync_lsn')::pg_lsn,
+            PERFORM spock.zodan_wait_lsn(ctx, src, spock.zodan_applied_probe(p), (peer_sync->p->>'sync_lsn')::pg_lsn,
                 format('%s to apply %s''s changes up to %s', src, p, peer_sync->p->>'sync_lsn'));
             PERFORM spock.zodan_exec(joiner, format(
                 'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
@@ -5500,15 +6245,20 @@ BEGIN
         ------------------------------------------------------------------
         phase_no := 4; phase := 'copy';
         skip := ARRAY(SELECT jsonb_array_elements_text(nf->'user_schemas'));
-        ph := spock.zodan_phase_begin(ctx, 4, total, phase, format('schema and data from %s%s', src,
+        ph := spock.zodan_phase_begin(ctx, 4, total, phase, format('schema and data from %s%s%s', src,
+            CASE WHEN cardinality(peers) > 0 THEN format(', with %s''s changes as %s applies them', array_to_string(peers, ', '), src) ELSE '' END,
             CASE WHEN cardinality(skip) > 0 THEN format(' (keeping %s''s own schemas %s)', joiner, array_to_string(skip, ', ')) ELSE '' END));
+        -- With peers, S forwards their changes until the hand-over (phase
+        -- 6), so that N applies them in S's order, before S's own changes
+        -- that build on them.
         PERFORM spock.zodan_exec(joiner, format(
             'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
                     replication_sets := %L::text[], synchronize_structure := true,
-                    synchronize_data := true, forward_origins := ''{}'', apply_delay := ''0'',
+                    synchronize_data := true, forward_origins := %L::text[], apply_delay := ''0'',
                     enabled := true, skip_schema := %L::text[])',
             spock.zodan_sub_name(src, joiner), src_dsn,
             (SELECT array_agg(s->>'name') FROM jsonb_array_elements(spock.zodan_repset_spec(src)->'sets') s),
+            CASE WHEN cardinality(peers) > 0 THEN '{all}' ELSE '{}' END,
             skip));
         PERFORM spock.zodan_wait_copy(ctx, joiner, spock.zodan_sub_name(src, joiner), src);
         PERFORM spock.zodan_info(ctx, format('copied %s tables from %s',
@@ -5522,38 +6272,13 @@ BEGIN
         PERFORM spock.zodan_phase_done(ctx, 5, total, phase, ph);
 
         ------------------------------------------------------------------
-        phase_no := 6; phase := 'align-peers';
+        phase_no := 6; phase := 'hand-over';
         ph := spock.zodan_phase_begin(ctx, 6, total, phase,
             CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
-                 ELSE format('start %s exactly where the copy left them', array_to_string(peers, ', ')) END);
-        FOREACH p IN ARRAY peers LOOP
-            slot := peer_sync->p->>'slot';
-            -- Where src had applied p's changes when the snapshot was taken:
-            -- the copy brought S's progress record along to joiner.
-            target := spock.zodan_value(joiner, spock.zodan_progress_probe(p))::pg_lsn;
-            IF target IS NULL THEN
-                RAISE EXCEPTION 'the copy from % brought no record of how far % had applied %''s changes; refusing to guess where %''s stream to % starts',
-                                src, src, p, p, joiner
-                    USING ERRCODE = 'ZDD01',
-                          HINT = format('Check that %s subscribes to %s and is replicating, then CALL add_node again.', src, p);
-            END IF;
-            IF target < (peer_sync->p->>'sync_lsn')::pg_lsn THEN
-                RAISE EXCEPTION 'the copy from % says % had applied %''s changes only up to %, but it had reached % before the copy started; refusing to position %''s stream to %',
-                                src, src, p, target, peer_sync->p->>'sync_lsn', p, joiner
-                    USING ERRCODE = 'ZDD01',
-                          HINT = 'The progress record is stale; CALL add_node again.';
-            END IF;
-            flushed := spock.zodan_value(p, format(
-                'SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %L', slot))::pg_lsn;
-            IF flushed IS NULL THEN
-                RAISE EXCEPTION 'slot % on % disappeared', slot, p USING ERRCODE = 'ZDC02';
-            END IF;
-            IF target > flushed THEN
-                PERFORM spock.zodan_exec(p, format('SELECT pg_replication_slot_advance(%L, %L::pg_lsn)', slot, target));
-            END IF;
-            PERFORM spock.zodan_exec(joiner, format('SELECT pg_replication_origin_advance(%L, %L::pg_lsn)', slot, target));
-            PERFORM spock.zodan_info(ctx, format('%s->%s starts at %s (slot was at %s)', p, joiner, target, flushed));
-        END LOOP;
+                 ELSE format('%s''s changes from %s directly, from exactly where %s left off', array_to_string(peers, ', '), array_to_string(peers, ', '), src) END);
+        IF cardinality(peers) > 0 THEN
+            PERFORM spock.zodan_hand_over(ctx, src, joiner, peers, peer_sync);
+        END IF;
         PERFORM spock.zodan_phase_done(ctx, 6, total, phase, ph,
             CASE WHEN cardinality(peers) = 0 THEN 'skipped' ELSE 'done' END);
 
@@ -5582,26 +6307,8 @@ BEGIN
         PERFORM spock.zodan_phase_done(ctx, 7, total, phase, ph);
 
         ------------------------------------------------------------------
-        phase_no := 8; phase := 'enable-peers';
-        ph := spock.zodan_phase_begin(ctx, 8, total, phase,
-            CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
-                 ELSE format('start %s', (SELECT string_agg(spock.zodan_sub_name(q, joiner), ', ') FROM unnest(peers) q)) END);
-        FOREACH p IN ARRAY peers LOOP
-            PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_enable(%L, true)', spock.zodan_sub_name(p, joiner)));
-        END LOOP;
-        IF cardinality(peers) > 0 THEN
-            lsns := spock.zodan_sync(ctx, peers, ARRAY[joiner]);
-            FOREACH p IN ARRAY peers LOOP
-                PERFORM spock.zodan_info(ctx, format('%s replicating, %s has %s''s changes up to %s',
-                    spock.zodan_sub_name(p, joiner), joiner, p, lsns->>p));
-            END LOOP;
-        END IF;
-        PERFORM spock.zodan_phase_done(ctx, 8, total, phase, ph,
-            CASE WHEN cardinality(peers) = 0 THEN 'skipped' ELSE 'done' END);
-
-        ------------------------------------------------------------------
-        phase_no := 9; phase := 'subscribe';
-        ph := spock.zodan_phase_begin(ctx, 9, total, phase, format('%s subscribe to %s', array_to_string(everyone, ', '), joiner));
+        phase_no := 8; phase := 'subscribe';
+        ph := spock.zodan_phase_begin(ctx, 8, total, phase, format('%s subscribe to %s', array_to_string(everyone, ', '), joiner));
         spec := spock.zodan_repset_spec(joiner);
         FOREACH x IN ARRAY everyone LOOP
             PERFORM spock.zodan_exec(x, format(
@@ -5614,14 +6321,32 @@ BEGIN
             PERFORM spock.zodan_detail(ctx, format('created %s on %s', spock.zodan_sub_name(joiner, x), x));
         END LOOP;
         PERFORM spock.zodan_wait_replicating(ctx, everyone);
-        PERFORM spock.zodan_phase_done(ctx, 9, total, phase, ph);
+        PERFORM spock.zodan_phase_done(ctx, 8, total, phase, ph);
 
         ------------------------------------------------------------------
-        phase_no := 10; phase := 'verify';
-        ph := spock.zodan_phase_begin(ctx, 10, total, phase, 'changes flow both ways between every pair');
+        phase_no := 9; phase := 'verify';
+        ph := spock.zodan_phase_begin(ctx, 9, total, phase, 'changes flow both ways between every pair');
         -- Every node's event must reach every other node.
         PERFORM spock.zodan_sync(ctx, everyone || joiner, everyone || joiner);
         PERFORM spock.zodan_wait_replicating(ctx, everyone || joiner);
+        PERFORM spock.zodan_phase_done(ctx, 9, total, phase, ph);
+
+        ------------------------------------------------------------------
+        phase_no := 10; phase := 'compare';
+        ph := spock.zodan_phase_begin(ctx, 10, total, phase, format('%s against %s, and every node''s discarded transactions', joiner, src));
+        failed := '{}'::text[];
+        FOR r IN SELECT * FROM spock.zodan_compare(ctx, src, joiner, everyone || joiner, discarded) LOOP
+            IF r.ok THEN
+                PERFORM spock.zodan_info(ctx, format('%s: %s', r.check_name, r.detail));
+            ELSE
+                failed := failed || format('%s: %s', r.check_name, r.detail);
+            END IF;
+        END LOOP;
+        IF cardinality(failed) > 0 THEN
+            RAISE EXCEPTION '% differs from the cluster after joining', joiner
+                USING ERRCODE = 'ZDD03', DETAIL = array_to_string(failed, E'\n'),
+                      HINT = 'The join is rolled back. Report this with the server logs of every node; spock.exception_log says which transactions were not applied.';
+        END IF;
         PERFORM spock.zodan_phase_done(ctx, 10, total, phase, ph);
 
         PERFORM spock.zodan_report(ctx, src, everyone || joiner);
@@ -5645,7 +6370,7 @@ BEGIN
                     PERFORM spock.zodan_say(ctx, 'ZD006', format('phase %s/%s %s failed: %s; rolling back%s',
                         phase_no, total, phase, msg, CASE WHEN attempt > 1 THEN ' (again, after a cancel)' ELSE '' END));
                     BEGIN
-                        pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered, new_db,
+                        pending := spock.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered,
                             spock.zodan_value(joiner, format('SELECT details->''content'' FROM spock.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
                         IF pending = '{}'::jsonb THEN
                             cleanup := 'Everything add_node had created was removed; fix the cause and CALL add_node again.';
@@ -5690,7 +6415,7 @@ COMMENT ON PROCEDURE spock.add_node(text, text, text, text, boolean, text, text,
 -- row if add_node created it, then whatever the copy put into N. Returns
 -- the statements left for nodes that could not be reached.
 CREATE FUNCTION spock.zodan_undo_join(ctx jsonb, n text, s text, nodes text[], dsns jsonb, source_registered boolean,
-                                        new_db text, content jsonb)
+                                        content jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -5712,7 +6437,7 @@ BEGIN
             PERFORM spock.zodan_detail(ctx, format('could not resume apply workers on %s: %s', s, SQLERRM));
         END;
     END IF;
-    pending := spock.zodan_detach(ctx, n, coalesce(new_db, spock.zodan_remote_dbname(n)), nodes, dsns);
+    pending := spock.zodan_detach(ctx, n, nodes, dsns);
     IF source_registered THEN
         BEGIN
             IF spock.zodan_reachable(ctx, s, dsns) THEN
@@ -5780,7 +6505,6 @@ DECLARE
     here text;
     local_dsn text;
     target_dsn text := target_node_dsn;
-    target_db text;
     target_up boolean := false;
     ctx jsonb;
     r record;
@@ -5870,8 +6594,6 @@ BEGIN
                 USING ERRCODE = 'ZDC01',
                       HINT = format('Nodes known to %s: %s.', here, array_to_string(known, ', '));
         END IF;
-        target_db := CASE WHEN target_up THEN spock.zodan_remote_dbname(tgt)
-                          ELSE coalesce(spock.zodan_dsn_dbname(target_dsn), current_database()) END;
         IF unreachable <> '{}'::jsonb THEN
             PERFORM spock.zodan_warn(ctx, format('unreachable, to be cleaned later: %s',
                 (SELECT string_agg(format('%s (%s)', key, value #>> '{}'), ', ') FROM jsonb_each(unreachable))));
@@ -5912,7 +6634,7 @@ BEGIN
             -- Its apply workers stop first, so its slots on the others are free.
             PERFORM spock.zodan_drop_subscriptions(tgt);
         END IF;
-        pending := spock.zodan_detach(ctx, tgt, target_db, survivors, dsns);
+        pending := spock.zodan_detach(ctx, tgt, survivors, dsns);
         PERFORM spock.zodan_phase_done(ctx, 3, total, phase, ph);
 
         ------------------------------------------------------------------
@@ -6006,7 +6728,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '4639b7d2e089bd6d1096721100c8c7695a5a8b9d5469fbe8835d236ca1baa951',
+   SET zodan_version = '1.0.0', code_sha256 = 'e37ea72a996f52bae93ce582ffe862dfd04bf4cc368983579697fdf395f8ffa2',
        installed_at = now(), installed_by = current_user;
 
 \endif

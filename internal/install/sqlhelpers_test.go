@@ -296,7 +296,7 @@ func testSQLRemoteHelpers(t *testing.T, c *pgtest.Cluster, db string, conn *pgx.
 	}
 	var remoteDB, app string
 	var connected bool
-	if err := conn.QueryRow(ctx, `SELECT zodan_ci.zodan_remote_dbname('n1'), zodan_ci.zodan_value('n1', 'SELECT current_setting(''application_name'')'),
+	if err := conn.QueryRow(ctx, `SELECT zodan_ci.zodan_value('n1', 'SELECT current_database()'), zodan_ci.zodan_value('n1', 'SELECT current_setting(''application_name'')'),
 		zodan_ci.zodan_connected('n1')`).Scan(&remoteDB, &app, &connected); err != nil {
 		t.Fatal(err)
 	}

@@ -60,6 +60,12 @@ const (
 	DefaultSyncTimeout = 10 * time.Minute
 )
 
+// CompareMaxBytes is the size above which a table is not counted when a
+// new node is compared with its source (add_node's last phase and
+// health_check('post')): an exact count of a larger table takes long on
+// both nodes, three times over.
+const CompareMaxBytes = 1 << 30
+
 // Cluster lock: pg_try_advisory_lock(LockKey1, LockKey2) on every node an
 // operation touches. LockKey1 spells "zoda".
 const (
@@ -104,7 +110,10 @@ type templateData struct {
 	SyncTimeout int // seconds
 	LockKey1    int
 	LockKey2    int
-	Features    templateFeatures
+	// CompareMaxBytes: tables larger than this on the source are not
+	// counted when a new node is compared with it (see compare.sql.tmpl).
+	CompareMaxBytes int64
+	Features        templateFeatures
 }
 
 type templateFeatures struct {
@@ -153,6 +162,7 @@ func Procedures(opts Options) (string, error) {
 		Version:     zodan.Version,
 		SyncTimeout: int(opts.SyncTimeout / time.Second),
 		LockKey1:    LockKey1, LockKey2: LockKey2,
+		CompareMaxBytes: CompareMaxBytes,
 		Features: templateFeatures{
 			ServerMajor:     f.ServerVersionNum / 10000,
 			FailoverSlots:   f.ServerVersionNum >= 170000,

@@ -114,12 +114,12 @@ func TestProceduresBranches(t *testing.T) {
 	}{
 		{"defaults", def,
 			[]string{"CREATE PROCEDURE spock.add_node(", "CREATE PROCEDURE spock.remove_node(", "CREATE PROCEDURE spock.health_check(",
-				"public.dblink_exec(", "RETURN 600;", "p.remote_lsn FROM spock.progress", "pg_create_logical_replication_slot(%L, %L)'",
+				"public.dblink_exec(", "RETURN 600;", "(progress column remote_lsn)", "pg_create_logical_replication_slot(%L, %L)'",
 				"Rendered for PostgreSQL 15 (slots without failover)", "zodan " + zodan.Version},
 			[]string{"zodan_ci", "ext.dblink", "remote_commit_lsn FROM", "use_native_failover_slots", "skip := skip || "}},
 		{"golden options", ci,
 			[]string{"CREATE PROCEDURE zodan_ci.add_node(", "CREATE PROCEDURE zodan_ci.remove_node(", "CREATE PROCEDURE zodan_ci.health_check(",
-				"ext.dblink_exec(", "RETURN 90;", "p.remote_commit_lsn FROM spock.progress", "use_native_failover_slots",
+				"ext.dblink_exec(", "RETURN 90;", "(progress column remote_commit_lsn)", "use_native_failover_slots",
 				"skip := skip || 'zodan_ci'::text;", "Rendered for PostgreSQL 17 (slots with failover)"},
 			[]string{"CREATE FUNCTION spock.", "CREATE PROCEDURE spock.", "public.dblink", "RETURN 600;"}},
 	} {

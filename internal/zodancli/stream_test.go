@@ -21,8 +21,8 @@ const protocolStub = `
         new_node_location, new_node_country, new_node_info, coalesce(sync_timeout::text, 'default'), current_database()), ERRCODE = 'ZD006';
     RAISE NOTICE USING MESSAGE = format('[add_node %s] still waiting for n1 to apply n3''s changes: at 0/1 of 0/2 after 30 s', new_node_name), ERRCODE = 'ZD004';
     RAISE NOTICE USING MESSAGE = format('[add_node %s] phase 1/10 checks: done in 1.50 s', new_node_name), ERRCODE = 'ZD002';
-    RAISE NOTICE USING MESSAGE = format('[add_node %s] phase 6/10 align-peers: no other nodes', new_node_name), ERRCODE = 'ZD001';
-    RAISE NOTICE USING MESSAGE = format('[add_node %s] phase 6/10 align-peers: skipped in 0.00 s', new_node_name), ERRCODE = 'ZD003';
+    RAISE NOTICE USING MESSAGE = format('[add_node %s] phase 6/10 hand-over: no other nodes', new_node_name), ERRCODE = 'ZD001';
+    RAISE NOTICE USING MESSAGE = format('[add_node %s] phase 6/10 hand-over: skipped in 0.00 s', new_node_name), ERRCODE = 'ZD003';
     RAISE WARNING USING MESSAGE = format('[add_node %s] replication sets of n1 changed during the join', new_node_name), ERRCODE = 'ZD010';
     RAISE NOTICE 'not from zodan';
     RAISE NOTICE USING MESSAGE = format('[add_node %s] %s joined the cluster in 1.60 s', new_node_name, new_node_name), ERRCODE = 'ZD005';`
@@ -48,7 +48,7 @@ func TestTextOutputShowsEveryEventAndASummary(t *testing.T) {
 		`(?m)^` + stamp + `WARNING: replication sets of n1 changed during the join$`,
 		`(?m)^` + stamp + `NOTICE: not from zodan$`,
 		`(?m)^` + stamp + `n2 joined the cluster in 1.60 s$`,
-		`(?m)^Summary of add_node n2 \(source n1\):\n\s+1/10 checks\s+1\.50 s  done\n\s+6/10 align-peers\s+0\.00 s  skipped\n`,
+		`(?m)^Summary of add_node n2 \(source n1\):\n\s+1/10 checks\s+1\.50 s  done\n\s+6/10 hand-over\s+0\.00 s  skipped\n`,
 		`(?m)^  1 warning\(s\), repeated from above:\n  - replication sets of n1 changed during the join$`,
 		`(?m)^  result: succeeded in \d+\.\d s$`,
 	} {
@@ -119,7 +119,7 @@ func TestJSONOutputIsOneObjectPerLineEndingWithTheResult(t *testing.T) {
 	}
 	wantPhases := []any{
 		map[string]any{"phase": "checks", "phase_no": 1.0, "seconds": 1.5, "outcome": "done"},
-		map[string]any{"phase": "align-peers", "phase_no": 6.0, "seconds": 0.0, "outcome": "skipped"},
+		map[string]any{"phase": "hand-over", "phase_no": 6.0, "seconds": 0.0, "outcome": "skipped"},
 	}
 	if !reflect.DeepEqual(result["phases"], wantPhases) {
 		t.Errorf("result phases\n got %v\nwant %v", result["phases"], wantPhases)

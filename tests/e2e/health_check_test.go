@@ -29,7 +29,7 @@ func TestHealthCheck(t *testing.T) {
 		call := pre()
 		mustSucceed(t, "pre-check", call)
 		for _, want := range []string{"PASS connect: all 4 nodes reachable", "PASS spock-version", "PASS new-node-empty",
-			"PASS roles", "PASS subscriptions: all 6 subscriptions enabled and replicating", "health check passed"} {
+			"PASS roles", "PASS slot-names", "PASS subscriptions: all 6 subscriptions enabled and replicating", "health check passed"} {
 			if !strings.Contains(call.Messages(), want) {
 				t.Errorf("pre-check output lacks %q:\n%s", want, call.Messages())
 			}
@@ -105,7 +105,8 @@ func TestHealthCheck(t *testing.T) {
 		call := check(n4, n1, "n4", n4.DSN(), "post")
 		mustSucceed(t, "post-check", call)
 		for _, want := range []string{"PASS subscription-from-new: sub_n4_n2 on n2 is replicating",
-			"PASS subscription-to-new: sub_n3_n4 on n4 is replicating"} {
+			"PASS subscription-to-new: sub_n3_n4 on n4 is replicating",
+			"PASS discarded-transactions: no new entries in spock.exception_log on n4", "PASS row-counts"} {
 			if !strings.Contains(call.Messages(), want) {
 				t.Errorf("post-check output lacks %q:\n%s", want, call.Messages())
 			}
