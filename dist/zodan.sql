@@ -1603,9 +1603,9 @@ BEGIN
                 HAVING count(*) > 1 AND bool_or(g.a = new OR g.b = new)) AS clash;
         END IF;
         ok := taken IS NULL; check_name := 'slot-names';
-        detail := coalesce(format('node name %s gives the same replication slot names as an existing node: %s; choose another name',
-                                  new, taken),
-                           format('the slots and origins for %s have names of their own', new));
+        detail := CASE WHEN ok THEN format('the slots and origins for %s have names of their own', new)
+                       ELSE format('node name %s gives the same replication slot names as an existing node: %s; choose another name',
+                                   new, taken) END;
         RETURN NEXT;
 
         ok := jsonb_array_length(nf->'user_tables') = 0; check_name := 'new-node-empty';
@@ -3447,7 +3447,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'e37ea72a996f52bae93ce582ffe862dfd04bf4cc368983579697fdf395f8ffa2',
+   SET zodan_version = '1.0.0', code_sha256 = '84428de345c21fd8c24b91d36ce713700dbc6d3348bae95d1c8007d5b8cce83f',
        installed_at = now(), installed_by = current_user;
 
 
@@ -4884,9 +4884,9 @@ BEGIN
                 HAVING count(*) > 1 AND bool_or(g.a = new OR g.b = new)) AS clash;
         END IF;
         ok := taken IS NULL; check_name := 'slot-names';
-        detail := coalesce(format('node name %s gives the same replication slot names as an existing node: %s; choose another name',
-                                  new, taken),
-                           format('the slots and origins for %s have names of their own', new));
+        detail := CASE WHEN ok THEN format('the slots and origins for %s have names of their own', new)
+                       ELSE format('node name %s gives the same replication slot names as an existing node: %s; choose another name',
+                                   new, taken) END;
         RETURN NEXT;
 
         ok := jsonb_array_length(nf->'user_tables') = 0; check_name := 'new-node-empty';
@@ -6728,7 +6728,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'e37ea72a996f52bae93ce582ffe862dfd04bf4cc368983579697fdf395f8ffa2',
+   SET zodan_version = '1.0.0', code_sha256 = '84428de345c21fd8c24b91d36ce713700dbc6d3348bae95d1c8007d5b8cce83f',
        installed_at = now(), installed_by = current_user;
 
 \endif

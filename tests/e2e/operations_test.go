@@ -148,7 +148,7 @@ func TestOneOperationAtATime(t *testing.T) {
 		t.Errorf("n4's history: %q", history)
 	}
 	durations := value[string](t, n4, `SELECT phase_durations FROM spock.zodan_operations`)
-	if !regexp.MustCompile(`^checks \d+\.\d\d s, register .*, verify \d+\.\d\d s$`).MatchString(durations) {
+	if !regexp.MustCompile(`^checks \d+\.\d\d s, register .*, verify \d+\.\d\d s, compare \d+\.\d\d s$`).MatchString(durations) {
 		t.Errorf("phase_durations = %q", durations)
 	}
 }

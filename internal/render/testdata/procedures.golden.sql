@@ -1412,9 +1412,9 @@ BEGIN
                 HAVING count(*) > 1 AND bool_or(g.a = new OR g.b = new)) AS clash;
         END IF;
         ok := taken IS NULL; check_name := 'slot-names';
-        detail := coalesce(format('node name %s gives the same replication slot names as an existing node: %s; choose another name',
-                                  new, taken),
-                           format('the slots and origins for %s have names of their own', new));
+        detail := CASE WHEN ok THEN format('the slots and origins for %s have names of their own', new)
+                       ELSE format('node name %s gives the same replication slot names as an existing node: %s; choose another name',
+                                   new, taken) END;
         RETURN NEXT;
 
         ok := jsonb_array_length(nf->'user_tables') = 0; check_name := 'new-node-empty';
