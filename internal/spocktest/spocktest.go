@@ -111,8 +111,7 @@ func NewNode(ctx context.Context, binDir, name string) (*Node, error) {
 // server has that setting (PostgreSQL 15.19, 16.15, 17.11, 18.6 and later
 // minor releases refuse any other output plugin), as Spock's README asks.
 // An older server would refuse to start with the line in postgresql.conf,
-// hence ALTER SYSTEM once it runs, and a restart: a reload does not reach
-// slot creation (measured on 18.6).
+// hence ALTER SYSTEM once it runs.
 func (n *Node) allowSpockOutput(ctx context.Context) error {
 	has, err := queryValueDB[bool](ctx, n, "postgres", `SELECT EXISTS (SELECT 1 FROM pg_settings WHERE name = 'output_plugin_libraries')`)
 	if err != nil || !has {
@@ -121,7 +120,14 @@ func (n *Node) allowSpockOutput(ctx context.Context) error {
 	if err := n.Exec(ctx, "postgres", `ALTER SYSTEM SET output_plugin_libraries = 'pgoutput, test_decoding, spock_output'`); err != nil {
 		return err
 	}
-	return n.Cluster.Restart()
+	if err := n.Exec(ctx, "postgres", `SELECT pg_reload_conf()`); err != nil {
+		return err
+	}
+	// The reload is asynchronous; new sessions (walsenders) must see it.
+	return Poll(ctx, time.Minute, func() (bool, string, error) {
+		v, err := queryValueDB[string](ctx, n, "postgres", `SELECT current_setting('output_plugin_libraries')`)
+		return strings.Contains(v, "spock_output"), "output_plugin_libraries = " + v, err
+	})
 }
 
 // Install installs (or repairs) zodan on the node, as zodan-install does.
