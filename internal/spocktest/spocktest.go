@@ -88,10 +88,6 @@ func NewNode(ctx context.Context, binDir, name string) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{Name: name, Cluster: c}
-	if err := n.allowSpockOutput(ctx); err != nil {
-		c.Destroy()
-		return nil, err
-	}
 	if err := n.Exec(ctx, "postgres", "CREATE DATABASE "+Database); err != nil {
 		c.Destroy()
 		return nil, err
@@ -105,29 +101,6 @@ func NewNode(ctx context.Context, binDir, name string) (*Node, error) {
 		return nil, err
 	}
 	return n, nil
-}
-
-// allowSpockOutput lists spock_output in output_plugin_libraries where the
-// server has that setting (PostgreSQL 15.19, 16.15, 17.11, 18.6 and later
-// minor releases refuse any other output plugin), as Spock's README asks.
-// An older server would refuse to start with the line in postgresql.conf,
-// hence ALTER SYSTEM once it runs.
-func (n *Node) allowSpockOutput(ctx context.Context) error {
-	has, err := queryValueDB[bool](ctx, n, "postgres", `SELECT EXISTS (SELECT 1 FROM pg_settings WHERE name = 'output_plugin_libraries')`)
-	if err != nil || !has {
-		return err
-	}
-	if err := n.Exec(ctx, "postgres", `ALTER SYSTEM SET output_plugin_libraries = 'pgoutput, test_decoding, spock_output'`); err != nil {
-		return err
-	}
-	if err := n.Exec(ctx, "postgres", `SELECT pg_reload_conf()`); err != nil {
-		return err
-	}
-	// The reload is asynchronous; new sessions (walsenders) must see it.
-	return Poll(ctx, time.Minute, func() (bool, string, error) {
-		v, err := queryValueDB[string](ctx, n, "postgres", `SELECT current_setting('output_plugin_libraries')`)
-		return strings.Contains(v, "spock_output"), "output_plugin_libraries = " + v, err
-	})
 }
 
 // Install installs (or repairs) zodan on the node, as zodan-install does.
@@ -173,12 +146,8 @@ func (n *Node) Exec(ctx context.Context, db, sql string, args ...any) error {
 
 // QueryValue runs a query returning one value on the node's database.
 func QueryValue[T any](ctx context.Context, n *Node, sql string, args ...any) (T, error) {
-	return queryValueDB[T](ctx, n, Database, sql, args...)
-}
-
-func queryValueDB[T any](ctx context.Context, n *Node, db, sql string, args ...any) (T, error) {
 	var v T
-	conn, err := n.Connect(ctx, db)
+	conn, err := n.Connect(ctx, Database)
 	if err != nil {
 		return v, err
 	}
