@@ -2305,35 +2305,6 @@ BEGIN
 END;
 $fn$;
 
--- Waits until no walsender uses slot on node: the subscriber's worker has
--- gone and nothing more is sent from that slot.
-CREATE FUNCTION spock.zodan_wait_slot_idle(ctx jsonb, node text, slot text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    started timestamptz := clock_timestamp();
-    i integer := 0;
-BEGIN
-    WHILE coalesce(spock.zodan_value(node, format(
-              'SELECT active FROM pg_replication_slots WHERE slot_name = %L', slot))::boolean, false) LOOP
-        -- The walsender notices its subscriber's exit within moments; one
-        -- that lingers is ended, since nothing may be sent from it now.
-        IF clock_timestamp() - started > make_interval(secs => least((ctx->>'timeout')::integer, 5)) THEN
-            PERFORM spock.zodan_exec(node, format(
-                'SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %L AND active_pid IS NOT NULL', slot));
-        END IF;
-        IF clock_timestamp() - started > make_interval(secs => (ctx->>'timeout')::integer) THEN
-            RAISE EXCEPTION 'slot % on node % is still in use % s after its subscriber stopped', slot, node, (ctx->>'timeout')
-                USING ERRCODE = 'ZDT01';
-        END IF;
-        PERFORM spock.zodan_backoff(i);
-        i := i + 1;
-    END LOOP;
-END;
-$fn$;
-
 -- Phase 6 of add_node: the hand-over described above. peer_sync holds,
 -- per peer, the slot prepared for peer->joiner (phase 3). Returns, per
 -- peer, the position its subscription to joiner starts after.
@@ -2373,7 +2344,7 @@ BEGIN
             format('%s to apply %s''s changes up to %s', joiner, src, ev));
         -- 3. Stop the forwarding stream.
         PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_disable(%L, true)', via));
-        PERFORM spock.zodan_wait_slot_idle(ctx, src, via_slot);
+        PERFORM spock.zodan_wait_slot_inactive(ctx, src, via_slot);
         -- 4. If S applied anything since step 1 the pause did not hold and
         --    joiner may have more than cut says: start over from a state
         --    that is safe (forwarding on).
@@ -2485,11 +2456,11 @@ BEGIN
 END;
 $fn$;
 
--- The comparison, as check rows. baseline is zodan_exception_counts of
+-- The comparison, as check rows (shaped like zodan_checks'). baseline is zodan_exception_counts of
 -- nodes taken before the join (NULL: every entry on new counts). nodes are
 -- the cluster's nodes including src and new.
 CREATE FUNCTION spock.zodan_compare(ctx jsonb, src text, new text, nodes text[], baseline jsonb)
-RETURNS TABLE (check_name text, ok boolean, detail text)
+RETURNS TABLE (ok boolean, check_name text, detail text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -2662,6 +2633,7 @@ DECLARE
     c record;
     passed integer := 0;
     failed text[] := '{}'::text[];
+    compare_new boolean;
 BEGIN
     -- Statements that fail are not logged with their text: they carry DSNs.
     PERFORM set_config('log_min_error_statement', 'panic', true)
@@ -2689,9 +2661,17 @@ BEGIN
              ELSE format('node %s with source %s', new_node_name, src_node_name) END));
 
     cluster := spock.zodan_gather(ctx, src_node_name, src_dsn, new_node_name, new_node_dsn, false);
+    -- A node that joined must also hold what its source holds: 'post'
+    -- adds the comparison (not run at all when compare_new is false).
+    compare_new := kind = 'post' AND new_node_name IS NOT NULL AND cluster->'unreachable' = '{}'::jsonb
+                   AND new_node_name IN (SELECT jsonb_array_elements_text(cluster->'members'));
     FOR c IN SELECT * FROM spock.zodan_checks(kind, src_node_name, new_node_name,
                                                ARRAY(SELECT jsonb_array_elements_text(cluster->'members')),
                                                cluster->'facts', cluster->'unreachable')
+             UNION ALL
+             SELECT * FROM spock.zodan_compare(ctx, src_node_name, new_node_name,
+                                                ARRAY(SELECT jsonb_array_elements_text(cluster->'members')), NULL)
+              WHERE compare_new
     LOOP
         IF c.ok THEN
             passed := passed + 1;
@@ -2701,21 +2681,6 @@ BEGIN
             PERFORM spock.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', c.check_name, c.detail));
         END IF;
     END LOOP;
-    -- A node that joined must also hold what its source holds.
-    IF kind = 'post' AND new_node_name IS NOT NULL AND cluster->'unreachable' = '{}'::jsonb
-       AND new_node_name IN (SELECT jsonb_array_elements_text(cluster->'members')) THEN
-        FOR c IN SELECT * FROM spock.zodan_compare(ctx, src_node_name, new_node_name,
-                                                    ARRAY(SELECT jsonb_array_elements_text(cluster->'members')), NULL)
-        LOOP
-            IF c.ok THEN
-                passed := passed + 1;
-                PERFORM spock.zodan_say(ctx, 'ZD005', format('PASS %s: %s', c.check_name, c.detail));
-            ELSE
-                failed := failed || format('%s: %s', c.check_name, c.detail);
-                PERFORM spock.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', c.check_name, c.detail));
-            END IF;
-        END LOOP;
-    END IF;
     PERFORM spock.zodan_disconnect_all();
 
     IF cardinality(failed) > 0 THEN
@@ -3447,7 +3412,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '84428de345c21fd8c24b91d36ce713700dbc6d3348bae95d1c8007d5b8cce83f',
+   SET zodan_version = '1.0.0', code_sha256 = '0f38faeb14174725e34daee9223173450a268314e1a0c97d3ae06207c32e5519',
        installed_at = now(), installed_by = current_user;
 
 
@@ -5586,35 +5551,6 @@ BEGIN
 END;
 $fn$;
 
--- Waits until no walsender uses slot on node: the subscriber's worker has
--- gone and nothing more is sent from that slot.
-CREATE FUNCTION spock.zodan_wait_slot_idle(ctx jsonb, node text, slot text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    started timestamptz := clock_timestamp();
-    i integer := 0;
-BEGIN
-    WHILE coalesce(spock.zodan_value(node, format(
-              'SELECT active FROM pg_replication_slots WHERE slot_name = %L', slot))::boolean, false) LOOP
-        -- The walsender notices its subscriber's exit within moments; one
-        -- that lingers is ended, since nothing may be sent from it now.
-        IF clock_timestamp() - started > make_interval(secs => least((ctx->>'timeout')::integer, 5)) THEN
-            PERFORM spock.zodan_exec(node, format(
-                'SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %L AND active_pid IS NOT NULL', slot));
-        END IF;
-        IF clock_timestamp() - started > make_interval(secs => (ctx->>'timeout')::integer) THEN
-            RAISE EXCEPTION 'slot % on node % is still in use % s after its subscriber stopped', slot, node, (ctx->>'timeout')
-                USING ERRCODE = 'ZDT01';
-        END IF;
-        PERFORM spock.zodan_backoff(i);
-        i := i + 1;
-    END LOOP;
-END;
-$fn$;
-
 -- Phase 6 of add_node: the hand-over described above. peer_sync holds,
 -- per peer, the slot prepared for peer->joiner (phase 3). Returns, per
 -- peer, the position its subscription to joiner starts after.
@@ -5654,7 +5590,7 @@ BEGIN
             format('%s to apply %s''s changes up to %s', joiner, src, ev));
         -- 3. Stop the forwarding stream.
         PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_disable(%L, true)', via));
-        PERFORM spock.zodan_wait_slot_idle(ctx, src, via_slot);
+        PERFORM spock.zodan_wait_slot_inactive(ctx, src, via_slot);
         -- 4. If S applied anything since step 1 the pause did not hold and
         --    joiner may have more than cut says: start over from a state
         --    that is safe (forwarding on).
@@ -5766,11 +5702,11 @@ BEGIN
 END;
 $fn$;
 
--- The comparison, as check rows. baseline is zodan_exception_counts of
+-- The comparison, as check rows (shaped like zodan_checks'). baseline is zodan_exception_counts of
 -- nodes taken before the join (NULL: every entry on new counts). nodes are
 -- the cluster's nodes including src and new.
 CREATE FUNCTION spock.zodan_compare(ctx jsonb, src text, new text, nodes text[], baseline jsonb)
-RETURNS TABLE (check_name text, ok boolean, detail text)
+RETURNS TABLE (ok boolean, check_name text, detail text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -5943,6 +5879,7 @@ DECLARE
     c record;
     passed integer := 0;
     failed text[] := '{}'::text[];
+    compare_new boolean;
 BEGIN
     -- Statements that fail are not logged with their text: they carry DSNs.
     PERFORM set_config('log_min_error_statement', 'panic', true)
@@ -5970,9 +5907,17 @@ BEGIN
              ELSE format('node %s with source %s', new_node_name, src_node_name) END));
 
     cluster := spock.zodan_gather(ctx, src_node_name, src_dsn, new_node_name, new_node_dsn, false);
+    -- A node that joined must also hold what its source holds: 'post'
+    -- adds the comparison (not run at all when compare_new is false).
+    compare_new := kind = 'post' AND new_node_name IS NOT NULL AND cluster->'unreachable' = '{}'::jsonb
+                   AND new_node_name IN (SELECT jsonb_array_elements_text(cluster->'members'));
     FOR c IN SELECT * FROM spock.zodan_checks(kind, src_node_name, new_node_name,
                                                ARRAY(SELECT jsonb_array_elements_text(cluster->'members')),
                                                cluster->'facts', cluster->'unreachable')
+             UNION ALL
+             SELECT * FROM spock.zodan_compare(ctx, src_node_name, new_node_name,
+                                                ARRAY(SELECT jsonb_array_elements_text(cluster->'members')), NULL)
+              WHERE compare_new
     LOOP
         IF c.ok THEN
             passed := passed + 1;
@@ -5982,21 +5927,6 @@ BEGIN
             PERFORM spock.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', c.check_name, c.detail));
         END IF;
     END LOOP;
-    -- A node that joined must also hold what its source holds.
-    IF kind = 'post' AND new_node_name IS NOT NULL AND cluster->'unreachable' = '{}'::jsonb
-       AND new_node_name IN (SELECT jsonb_array_elements_text(cluster->'members')) THEN
-        FOR c IN SELECT * FROM spock.zodan_compare(ctx, src_node_name, new_node_name,
-                                                    ARRAY(SELECT jsonb_array_elements_text(cluster->'members')), NULL)
-        LOOP
-            IF c.ok THEN
-                passed := passed + 1;
-                PERFORM spock.zodan_say(ctx, 'ZD005', format('PASS %s: %s', c.check_name, c.detail));
-            ELSE
-                failed := failed || format('%s: %s', c.check_name, c.detail);
-                PERFORM spock.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', c.check_name, c.detail));
-            END IF;
-        END LOOP;
-    END IF;
     PERFORM spock.zodan_disconnect_all();
 
     IF cardinality(failed) > 0 THEN
@@ -6728,7 +6658,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '84428de345c21fd8c24b91d36ce713700dbc6d3348bae95d1c8007d5b8cce83f',
+   SET zodan_version = '1.0.0', code_sha256 = '0f38faeb14174725e34daee9223173450a268314e1a0c97d3ae06207c32e5519',
        installed_at = now(), installed_by = current_user;
 
 \endif
