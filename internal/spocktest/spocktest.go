@@ -8,9 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,6 +70,31 @@ var Settings = map[string]string{
 	"wal_receiver_timeout":           "10s",
 }
 
+// settingsFor adds to Settings what the server in binDir needs. Minor
+// releases from 15.19, 16.15, 17.11 and 18.6 on accept only the logical
+// decoding output plugins named in output_plugin_libraries, so Spock's
+// spock_output must be listed (Spock's README says so); older servers do
+// not know the setting and refuse to start with it. It must be there from
+// the first start: a reload does not reach slot creation.
+func settingsFor(binDir string) (map[string]string, error) {
+	out, err := exec.Command(filepath.Join(binDir, "postgres"), "--version").Output()
+	if err != nil {
+		return nil, fmt.Errorf("asking %s for its version: %w", filepath.Join(binDir, "postgres"), err)
+	}
+	m := regexp.MustCompile(`(\d+)\.(\d+)`).FindStringSubmatch(string(out))
+	if m == nil {
+		return nil, fmt.Errorf("cannot read a version in %q", out)
+	}
+	major, _ := strconv.Atoi(m[1])
+	minor, _ := strconv.Atoi(m[2])
+	firstWithList := map[int]int{15: 19, 16: 15, 17: 11, 18: 6}
+	settings := maps.Clone(Settings)
+	if first, known := firstWithList[major]; (known && minor >= first) || major > 18 {
+		settings["output_plugin_libraries"] = "'pgoutput, test_decoding, spock_output'"
+	}
+	return settings, nil
+}
+
 // Node is one Spock node.
 type Node struct {
 	Name    string
@@ -79,7 +108,11 @@ func (n *Node) DSN() string { return n.Cluster.DSN(Database) }
 // with the spock and dblink extensions, and installs zodan. The node is
 // not registered as a Spock node. The caller destroys it.
 func NewNode(ctx context.Context, binDir, name string) (*Node, error) {
-	c, err := pgtest.New(pgtest.Options{BinDir: binDir, Name: name, Settings: Settings})
+	settings, err := settingsFor(binDir)
+	if err != nil {
+		return nil, err
+	}
+	c, err := pgtest.New(pgtest.Options{BinDir: binDir, Name: name, Settings: settings})
 	if err != nil {
 		return nil, err
 	}
