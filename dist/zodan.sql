@@ -1297,6 +1297,13 @@ BEGIN
             last_step := step;
         END IF;
 
+        -- Spock 6.0 marks a copy that failed: nothing will move any more.
+        IF s->>'sync' = 'f' THEN
+            RAISE EXCEPTION 'the initial copy from % to % failed', provider, node
+                USING ERRCODE = 'ZDC03',
+                      DETAIL = format('Spock marked subscription %s''s initial copy on %s as failed.', sub, node),
+                      HINT = format('The server log of %s names the cause (often a missing role, extension or tablespace, or a lost connection to %s).', node, provider);
+        END IF;
         -- Spock cannot resume a copy that stopped in these steps.
         IF s->>'sync' IN ('s', 'd', 'c') AND s->>'status' = 'down' THEN
             dead_since := coalesce(dead_since, clock_timestamp());
@@ -1955,7 +1962,9 @@ BEGIN
         format($s$SELECT spock.node_drop(%L, true)$s$, target),
         -- progress rows are keyed by node id, which is gone by now (the
         -- last sub_drop from a provider drops its node row, too)
-        $s$DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node)$s$
+        -- (Spock 6.0 keeps progress in memory behind a view and forgets
+        -- dropped nodes itself; only 5.0 has the table.)
+        $s$DO $progress$ BEGIN IF to_regclass('spock.progress') IN (SELECT oid FROM pg_class WHERE relkind = 'r') THEN DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node); END IF; END $progress$$s$
     ];
 END;
 $fn$;
@@ -2165,7 +2174,7 @@ AS $fn$
         $s$SELECT spock.node_drop(n.node_name, true) FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id$s$,
         $s$SELECT spock.node_drop(node_name, true) FROM spock.node$s$,
         $s$SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE 'spk\_%'$s$,
-        $s$DELETE FROM spock.progress$s$
+        $s$DO $progress$ BEGIN IF to_regclass('spock.progress') IN (SELECT oid FROM pg_class WHERE relkind = 'r') THEN DELETE FROM spock.progress; END IF; END $progress$$s$
     ];
 $fn$;
 
@@ -3412,7 +3421,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '0f38faeb14174725e34daee9223173450a268314e1a0c97d3ae06207c32e5519',
+   SET zodan_version = '1.0.0', code_sha256 = '7de9b9cb42bcc33db236aa360ab9e1943427e385096102d4df2af4334c39f6e5',
        installed_at = now(), installed_by = current_user;
 
 
@@ -4543,6 +4552,13 @@ BEGIN
             last_step := step;
         END IF;
 
+        -- Spock 6.0 marks a copy that failed: nothing will move any more.
+        IF s->>'sync' = 'f' THEN
+            RAISE EXCEPTION 'the initial copy from % to % failed', provider, node
+                USING ERRCODE = 'ZDC03',
+                      DETAIL = format('Spock marked subscription %s''s initial copy on %s as failed.', sub, node),
+                      HINT = format('The server log of %s names the cause (often a missing role, extension or tablespace, or a lost connection to %s).', node, provider);
+        END IF;
         -- Spock cannot resume a copy that stopped in these steps.
         IF s->>'sync' IN ('s', 'd', 'c') AND s->>'status' = 'down' THEN
             dead_since := coalesce(dead_since, clock_timestamp());
@@ -5201,7 +5217,9 @@ BEGIN
         format($s$SELECT spock.node_drop(%L, true)$s$, target),
         -- progress rows are keyed by node id, which is gone by now (the
         -- last sub_drop from a provider drops its node row, too)
-        $s$DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node)$s$
+        -- (Spock 6.0 keeps progress in memory behind a view and forgets
+        -- dropped nodes itself; only 5.0 has the table.)
+        $s$DO $progress$ BEGIN IF to_regclass('spock.progress') IN (SELECT oid FROM pg_class WHERE relkind = 'r') THEN DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node); END IF; END $progress$$s$
     ];
 END;
 $fn$;
@@ -5411,7 +5429,7 @@ AS $fn$
         $s$SELECT spock.node_drop(n.node_name, true) FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id$s$,
         $s$SELECT spock.node_drop(node_name, true) FROM spock.node$s$,
         $s$SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE 'spk\_%'$s$,
-        $s$DELETE FROM spock.progress$s$
+        $s$DO $progress$ BEGIN IF to_regclass('spock.progress') IN (SELECT oid FROM pg_class WHERE relkind = 'r') THEN DELETE FROM spock.progress; END IF; END $progress$$s$
     ];
 $fn$;
 
@@ -6658,7 +6676,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '0f38faeb14174725e34daee9223173450a268314e1a0c97d3ae06207c32e5519',
+   SET zodan_version = '1.0.0', code_sha256 = '7de9b9cb42bcc33db236aa360ab9e1943427e385096102d4df2af4334c39f6e5',
        installed_at = now(), installed_by = current_user;
 
 \endif

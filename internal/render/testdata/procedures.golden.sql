@@ -1106,6 +1106,13 @@ BEGIN
             last_step := step;
         END IF;
 
+        -- Spock 6.0 marks a copy that failed: nothing will move any more.
+        IF s->>'sync' = 'f' THEN
+            RAISE EXCEPTION 'the initial copy from % to % failed', provider, node
+                USING ERRCODE = 'ZDC03',
+                      DETAIL = format('Spock marked subscription %s''s initial copy on %s as failed.', sub, node),
+                      HINT = format('The server log of %s names the cause (often a missing role, extension or tablespace, or a lost connection to %s).', node, provider);
+        END IF;
         -- Spock cannot resume a copy that stopped in these steps.
         IF s->>'sync' IN ('s', 'd', 'c') AND s->>'status' = 'down' THEN
             dead_since := coalesce(dead_since, clock_timestamp());
@@ -1764,7 +1771,9 @@ BEGIN
         format($s$SELECT spock.node_drop(%L, true)$s$, target),
         -- progress rows are keyed by node id, which is gone by now (the
         -- last sub_drop from a provider drops its node row, too)
-        $s$DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node)$s$
+        -- (Spock 6.0 keeps progress in memory behind a view and forgets
+        -- dropped nodes itself; only 5.0 has the table.)
+        $s$DO $progress$ BEGIN IF to_regclass('spock.progress') IN (SELECT oid FROM pg_class WHERE relkind = 'r') THEN DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node); END IF; END $progress$$s$
     ];
 END;
 $fn$;
@@ -1974,7 +1983,7 @@ AS $fn$
         $s$SELECT spock.node_drop(n.node_name, true) FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id$s$,
         $s$SELECT spock.node_drop(node_name, true) FROM spock.node$s$,
         $s$SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE 'spk\_%'$s$,
-        $s$DELETE FROM spock.progress$s$
+        $s$DO $progress$ BEGIN IF to_regclass('spock.progress') IN (SELECT oid FROM pg_class WHERE relkind = 'r') THEN DELETE FROM spock.progress; END IF; END $progress$$s$
     ];
 $fn$;
 
