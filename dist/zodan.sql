@@ -1962,8 +1962,8 @@ BEGIN
         format($s$SELECT spock.node_drop(%L, true)$s$, target),
         -- progress rows are keyed by node id, which is gone by now (the
         -- last sub_drop from a provider drops its node row, too)
-        -- (Spock 6.0 keeps progress in memory behind a view and forgets
-        -- dropped nodes itself; only 5.0 has the table.)
+        -- (only Spock 5.0 has the table; 6.0 keeps progress in memory
+        -- behind a view and has no call to remove a node's entry)
         $s$DO $progress$ BEGIN IF to_regclass('spock.progress') IN (SELECT oid FROM pg_class WHERE relkind = 'r') THEN DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node); END IF; END $progress$$s$
     ];
 END;
@@ -3421,7 +3421,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '7de9b9cb42bcc33db236aa360ab9e1943427e385096102d4df2af4334c39f6e5',
+   SET zodan_version = '1.0.0', code_sha256 = '67685bf9bdb0daf9feb70a51fe5957db3b9a6b9696378a1117fad64aa28de93b',
        installed_at = now(), installed_by = current_user;
 
 
@@ -5217,8 +5217,8 @@ BEGIN
         format($s$SELECT spock.node_drop(%L, true)$s$, target),
         -- progress rows are keyed by node id, which is gone by now (the
         -- last sub_drop from a provider drops its node row, too)
-        -- (Spock 6.0 keeps progress in memory behind a view and forgets
-        -- dropped nodes itself; only 5.0 has the table.)
+        -- (only Spock 5.0 has the table; 6.0 keeps progress in memory
+        -- behind a view and has no call to remove a node's entry)
         $s$DO $progress$ BEGIN IF to_regclass('spock.progress') IN (SELECT oid FROM pg_class WHERE relkind = 'r') THEN DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node); END IF; END $progress$$s$
     ];
 END;
@@ -6676,7 +6676,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '7de9b9cb42bcc33db236aa360ab9e1943427e385096102d4df2af4334c39f6e5',
+   SET zodan_version = '1.0.0', code_sha256 = '67685bf9bdb0daf9feb70a51fe5957db3b9a6b9696378a1117fad64aa28de93b',
        installed_at = now(), installed_by = current_user;
 
 \endif

@@ -169,7 +169,7 @@ const pairsTable = `CREATE TABLE pairs (origin text NOT NULL, tag text NOT NULL,
 
 // noTraces checks that nothing on any of ns refers to node name: no
 // subscription from or to it, no slot for it, no origin, no node row, no
-// replication set of it, no progress row.
+// replication set of it, no progress row (where Spock can remove those).
 func noTraces(t *testing.T, name string, ns ...*spocktest.Node) {
 	t.Helper()
 	for _, n := range ns {
@@ -185,8 +185,11 @@ func noTraces(t *testing.T, name string, ns ...*spocktest.Node) {
 			   WHERE slot_name LIKE '%\_sub\_%\_' || $1 OR slot_name LIKE '%\_sub\_' || $1 || '\_%'
 			  UNION ALL SELECT 'origin ' || roname FROM pg_replication_origin
 			   WHERE roname LIKE '%\_sub\_%\_' || $1 OR roname LIKE '%\_sub\_' || $1 || '\_%'
+			  -- Spock 5.0's progress table; Spock 6.0 keeps progress in
+			  -- memory behind a view and has no call to remove a node's entry.
 			  UNION ALL SELECT 'progress row' FROM spock.progress p
-			   WHERE p.node_id NOT IN (SELECT node_id FROM spock.node) OR p.remote_node_id NOT IN (SELECT node_id FROM spock.node)
+			   WHERE (SELECT relkind FROM pg_class WHERE oid = 'spock.progress'::regclass) = 'r'
+			     AND (p.node_id NOT IN (SELECT node_id FROM spock.node) OR p.remote_node_id NOT IN (SELECT node_id FROM spock.node))
 			) t`, name)
 		if traces != "" {
 			t.Errorf("%s still has traces of %s: %s", n.Name, name, traces)

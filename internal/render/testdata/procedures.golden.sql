@@ -1771,8 +1771,8 @@ BEGIN
         format($s$SELECT spock.node_drop(%L, true)$s$, target),
         -- progress rows are keyed by node id, which is gone by now (the
         -- last sub_drop from a provider drops its node row, too)
-        -- (Spock 6.0 keeps progress in memory behind a view and forgets
-        -- dropped nodes itself; only 5.0 has the table.)
+        -- (only Spock 5.0 has the table; 6.0 keeps progress in memory
+        -- behind a view and has no call to remove a node's entry)
         $s$DO $progress$ BEGIN IF to_regclass('spock.progress') IN (SELECT oid FROM pg_class WHERE relkind = 'r') THEN DELETE FROM spock.progress WHERE node_id NOT IN (SELECT node_id FROM spock.node) OR remote_node_id NOT IN (SELECT node_id FROM spock.node); END IF; END $progress$$s$
     ];
 END;
