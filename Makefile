@@ -11,11 +11,13 @@ SPOCK_VERSION ?= 5.0.11
 # repeats them (a race that shows one time in five is still a bug).
 E2E_RUN ?= .
 E2E_COUNT ?= 1
+# How long "make test" fuzzes the DSN parser and masker (go test -fuzztime).
+FUZZ_TIME ?= 10s
 
 # The bin directory of the Spock build to test against, built on demand.
 SPOCK_BINDIR_CMD = $${ZODAN_SPOCK_BINDIR:-$$(tests/spockbuild/build-spock.sh $(SPOCK_PG) $(SPOCK_VERSION))}
 
-.PHONY: all build test vet spock test-e2e bench demo render clean
+.PHONY: all build test fuzz vet spock test-e2e bench demo render clean
 
 all: build
 
@@ -27,8 +29,14 @@ vet:
 	$(GO) vet -tags e2e ./tests/...
 
 # Unit and integration tests on plain PostgreSQL (no Spock needed).
-test: vet
+test: vet fuzz
 	$(GO) test -count=1 ./...
+
+# The DSN parser against pgx's (libpq's rules), and the masker, each for
+# $(FUZZ_TIME) beyond the seed corpus in internal/dsn/testdata.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAgreesWithPgx$$' -fuzztime $(FUZZ_TIME) ./internal/dsn/
+	$(GO) test -run '^$$' -fuzz '^FuzzMaskHidesPasswords$$' -fuzztime $(FUZZ_TIME) ./internal/dsn/
 
 # Builds PostgreSQL $(SPOCK_PG) + Spock $(SPOCK_VERSION) into the cache (once)
 # and prints its bin directory.

@@ -210,6 +210,10 @@ CREATE TEMP TABLE zodan_routines_before AS
 -- over the raw text gets "dbname = 'my db'" and URIs wrong.
 -- ---------------------------------------------------------------------------
 
+-- Percent-decoding as libpq does it, spaces around the value trimmed. It
+-- works on bytes (%C3%A9 is one character); a result that is not UTF-8 is
+-- returned undecoded rather than refused, as zodan only reads DSNs to
+-- mask them and to find a database name, never to connect with them.
 CREATE FUNCTION spock.zodan_uri_decode(s text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT
@@ -218,15 +222,23 @@ AS $fn$
 DECLARE
     bytes bytea := ''::bytea;
     i int := 1;
-    n int := length(s);
+    n int;
     c text;
 BEGIN
-    -- Percent-decoding works on bytes: %C3%A9 is one UTF-8 character.
+    s := btrim(s, ' ');
+    IF position('%' IN s) = 0 THEN
+        RETURN s;
+    END IF;
+    n := length(s);
     WHILE i <= n LOOP
         c := substr(s, i, 1);
         IF c = '%' THEN
-            IF i + 2 > n OR substr(s, i + 1, 2) !~ '^[0-9A-Fa-f]{2}$' THEN
+            IF substr(s, i + 1, 2) !~ '^[0-9A-Fa-f]{2}$' THEN
                 RAISE EXCEPTION 'invalid connection URI: bad percent-encoding'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF substr(s, i + 1, 2) = '00' THEN
+                RAISE EXCEPTION 'invalid connection URI: forbidden value %%00 in percent-encoding'
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             bytes := bytes || decode(substr(s, i + 1, 2), 'hex');
@@ -236,194 +248,355 @@ BEGIN
             i := i + 1;
         END IF;
     END LOOP;
-    RETURN convert_from(bytes, 'UTF8');
+    BEGIN
+        RETURN convert_from(bytes, 'UTF8');
+    EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
+        RETURN s;
+    END;
 END;
 $fn$;
 
-CREATE FUNCTION spock.zodan_conninfo(dsn text)
-RETURNS TABLE (keyword text, value text)
+-- Length of the URI scheme dsn starts with ("postgresql://" or
+-- "postgres://", compared case-sensitively as libpq does), or 0.
+CREATE FUNCTION spock.zodan_uri_prefix_length(dsn text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT CASE WHEN starts_with(dsn, 'postgresql://') THEN 13
+                WHEN starts_with(dsn, 'postgres://') THEN 11
+                ELSE 0 END;
+$fn$;
+
+-- Reads one keyword/value value starting at position i of s, by libpq's
+-- rules: a quoted value runs to the next unescaped quote, an unquoted one
+-- to the next white space; a backslash makes the next character literal.
+-- Returns the value and the position after it; an unterminated quote
+-- returns value NULL and the end of s.
+CREATE FUNCTION spock.zodan_scan_value(s text, i integer, OUT value text, OUT next integer)
 LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    m text[];
-    userinfo text;
-    hostlist text;
-    hostpart text;
-    hosts text[] := '{}'::text[];
-    ports text[] := '{}'::text[];
-    param text;
-    i int;
-    n int;
+    n int := length(s);
     c text;
-    k text;
-    v text;
 BEGIN
-    IF dsn ~* '^postgres(ql)?://' THEN
-        -- scheme://[userinfo@][hostlist][/dbname][?params]
-        m := regexp_match(dsn, '^postgres(?:ql)?://(?:([^@/?]*)@)?([^/?]*)(?:/([^?]*))?(?:\?(.*))?$', 'i');
-        IF m IS NULL THEN
-            RAISE EXCEPTION 'invalid connection URI' USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        userinfo := m[1];
-        IF userinfo IS NOT NULL AND userinfo <> '' THEN
-            IF position(':' IN userinfo) > 0 THEN
-                keyword := 'user'; value := spock.zodan_uri_decode(split_part(userinfo, ':', 1)); RETURN NEXT;
-                keyword := 'password'; value := spock.zodan_uri_decode(substr(userinfo, position(':' IN userinfo) + 1)); RETURN NEXT;
-            ELSE
-                keyword := 'user'; value := spock.zodan_uri_decode(userinfo); RETURN NEXT;
+    value := '';
+    IF substr(s, i, 1) = '''' THEN
+        i := i + 1;
+        LOOP
+            IF i > n THEN
+                value := NULL;
+                next := n + 1;
+                RETURN;
             END IF;
-        END IF;
-        hostlist := m[2];
-        IF hostlist <> '' THEN
-            FOREACH hostpart IN ARRAY string_to_array(hostlist, ',') LOOP
-                IF hostpart ~ '^\[' THEN
-                    -- [ipv6]:port
-                    hosts := hosts || substring(hostpart FROM '^\[([^\]]*)\]');
-                    ports := ports || coalesce(substring(hostpart FROM '^\[[^\]]*\]:(.*)$'), '');
-                ELSE
-                    hosts := hosts || spock.zodan_uri_decode(split_part(hostpart, ':', 1));
-                    ports := ports || CASE WHEN position(':' IN hostpart) > 0
-                                           THEN substr(hostpart, position(':' IN hostpart) + 1) ELSE '' END;
+            c := substr(s, i, 1);
+            IF c = '\' THEN
+                IF i = n THEN
+                    -- A trailing backslash escapes the end: unterminated.
+                    value := NULL;
+                    next := n + 1;
+                    RETURN;
                 END IF;
-            END LOOP;
-            IF array_to_string(hosts, '') <> '' THEN
-                keyword := 'host'; value := array_to_string(hosts, ','); RETURN NEXT;
+                value := value || substr(s, i + 1, 1);
+                i := i + 2;
+            ELSIF c = '''' THEN
+                next := i + 1;
+                RETURN;
+            ELSE
+                value := value || c;
+                i := i + 1;
             END IF;
-            IF array_to_string(ports, '') <> '' THEN
-                keyword := 'port'; value := array_to_string(ports, ','); RETURN NEXT;
+        END LOOP;
+    END IF;
+    WHILE i <= n AND substr(s, i, 1) NOT IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP
+        c := substr(s, i, 1);
+        IF c = '\' THEN
+            value := value || substr(s, i + 1, 1);
+            i := i + 2;
+        ELSE
+            value := value || c;
+            i := i + 1;
+        END IF;
+    END LOOP;
+    next := least(i, n + 1);
+END;
+$fn$;
+
+-- Parses a libpq connection string into its settings, in order; a later
+-- keyword overrides an earlier one, as in libpq. value_start and
+-- value_end delimit each value as written (1-based, end exclusive), so
+-- that zodan_redact can replace exactly a secret and nothing else. The
+-- rules are libpq's, and the same as the Go package internal/dsn, which
+-- is fuzzed against pgx's parser; a test holds the two equal.
+CREATE FUNCTION spock.zodan_conninfo(dsn text)
+RETURNS TABLE (keyword text, value text, value_start integer, value_end integer)
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n int := length(dsn);
+    p int;
+    e int;
+    colon int;
+    userinfo text;
+    hosts text := '';
+    ports text := '';
+    host_start int;
+    port_start int;
+    pair text;
+    rk text;
+    rv text;
+    k text;
+    scanned record;
+BEGIN
+    IF spock.zodan_uri_prefix_length(dsn) > 0 THEN
+        p := spock.zodan_uri_prefix_length(dsn) + 1;
+        -- [user[:password]@]: up to the first '@' that comes before any '/'.
+        e := p;
+        WHILE e <= n AND substr(dsn, e, 1) NOT IN ('@', '/') LOOP e := e + 1; END LOOP;
+        IF e <= n AND substr(dsn, e, 1) = '@' THEN
+            userinfo := substr(dsn, p, e - p);
+            colon := position(':' IN userinfo);
+            IF colon = 0 THEN
+                colon := length(userinfo) + 1;
             END IF;
+            IF colon > 1 THEN
+                keyword := 'user'; value := spock.zodan_uri_decode(substr(userinfo, 1, colon - 1));
+                value_start := p; value_end := p + colon - 1;
+                RETURN NEXT;
+            END IF;
+            IF colon < length(userinfo) THEN
+                keyword := 'password'; value := spock.zodan_uri_decode(substr(userinfo, colon + 1));
+                value_start := p + colon; value_end := e;
+                RETURN NEXT;
+            END IF;
+            p := e + 1;
         END IF;
-        IF m[3] IS NOT NULL AND m[3] <> '' THEN
-            keyword := 'dbname'; value := spock.zodan_uri_decode(m[3]); RETURN NEXT;
+        -- host[:port][,...], IPv6 addresses in brackets
+        host_start := p;
+        LOOP
+            IF substr(dsn, p, 1) = '[' THEN
+                e := position(']' IN substr(dsn, p));
+                IF e = 0 THEN
+                    RAISE EXCEPTION 'invalid connection URI: no "]" after an IPv6 address'
+                        USING ERRCODE = 'invalid_parameter_value';
+                ELSIF e = 2 THEN
+                    RAISE EXCEPTION 'invalid connection URI: empty IPv6 host address'
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                hosts := hosts || substr(dsn, p + 1, e - 2);
+                p := p + e;
+                IF p <= n AND substr(dsn, p, 1) NOT IN (':', '/', '?', ',') THEN
+                    RAISE EXCEPTION 'invalid connection URI: unexpected character after an IPv6 address'
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+            ELSE
+                e := p;
+                WHILE e <= n AND substr(dsn, e, 1) NOT IN (':', '/', '?', ',') LOOP e := e + 1; END LOOP;
+                hosts := hosts || substr(dsn, p, e - p);
+                p := e;
+            END IF;
+            IF substr(dsn, p, 1) = ':' THEN
+                p := p + 1;
+                port_start := coalesce(port_start, p);
+                e := p;
+                WHILE e <= n AND substr(dsn, e, 1) NOT IN ('/', '?', ',') LOOP e := e + 1; END LOOP;
+                ports := ports || substr(dsn, p, e - p);
+                p := e;
+            END IF;
+            EXIT WHEN p > n OR substr(dsn, p, 1) <> ',';
+            p := p + 1;
+            hosts := hosts || ',';
+            ports := ports || ',';
+        END LOOP;
+        IF hosts <> '' THEN
+            keyword := 'host'; value := spock.zodan_uri_decode(hosts);
+            value_start := host_start; value_end := p;
+            RETURN NEXT;
         END IF;
-        IF m[4] IS NOT NULL AND m[4] <> '' THEN
-            FOREACH param IN ARRAY string_to_array(m[4], '&') LOOP
-                IF position('=' IN param) = 0 THEN
+        IF ports <> '' THEN
+            keyword := 'port'; value := spock.zodan_uri_decode(ports);
+            value_start := port_start; value_end := p;
+            RETURN NEXT;
+        END IF;
+        -- [/dbname]
+        IF substr(dsn, p, 1) = '/' THEN
+            p := p + 1;
+            e := p;
+            WHILE e <= n AND substr(dsn, e, 1) <> '?' LOOP e := e + 1; END LOOP;
+            IF e > p THEN
+                keyword := 'dbname'; value := spock.zodan_uri_decode(substr(dsn, p, e - p));
+                value_start := p; value_end := e;
+                RETURN NEXT;
+            END IF;
+            p := e;
+        END IF;
+        -- [?keyword=value[&...]]
+        IF substr(dsn, p, 1) = '?' THEN
+            p := p + 1;
+            WHILE p <= n LOOP
+                e := p;
+                WHILE e <= n AND substr(dsn, e, 1) <> '&' LOOP e := e + 1; END LOOP;
+                pair := substr(dsn, p, e - p);
+                IF position('=' IN pair) = 0 THEN
                     RAISE EXCEPTION 'invalid connection URI: parameter without "="'
                         USING ERRCODE = 'invalid_parameter_value';
                 END IF;
-                keyword := spock.zodan_uri_decode(split_part(param, '=', 1));
-                value := spock.zodan_uri_decode(substr(param, position('=' IN param) + 1));
+                rk := substr(pair, 1, position('=' IN pair) - 1);
+                rv := substr(pair, position('=' IN pair) + 1);
+                IF position('=' IN rv) > 0 THEN
+                    RAISE EXCEPTION 'invalid connection URI: parameter with a second "="'
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                keyword := spock.zodan_uri_decode(rk);
+                value_start := p + length(rk) + 1; value_end := e;
+                IF keyword = 'ssl' AND rv = 'true' THEN
+                    keyword := 'sslmode'; value := 'require';
+                ELSE
+                    value := spock.zodan_uri_decode(rv);
+                END IF;
                 RETURN NEXT;
+                p := e + 1;
             END LOOP;
         END IF;
         RETURN;
     END IF;
 
     -- keyword = value pairs, as libpq's conninfo_parse reads them.
-    i := 1;
-    n := length(dsn);
+    p := 1;
     LOOP
-        WHILE i <= n AND substr(dsn, i, 1) ~ '\s' LOOP i := i + 1; END LOOP;
-        EXIT WHEN i > n;
-        k := '';
-        WHILE i <= n AND substr(dsn, i, 1) !~ '[\s=]' LOOP
-            k := k || substr(dsn, i, 1);
-            i := i + 1;
-        END LOOP;
-        WHILE i <= n AND substr(dsn, i, 1) ~ '\s' LOOP i := i + 1; END LOOP;
-        IF i > n OR substr(dsn, i, 1) <> '=' THEN
-            RAISE EXCEPTION 'invalid connection string: missing "=" after "%"', k
+        WHILE p <= n AND substr(dsn, p, 1) IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP p := p + 1; END LOOP;
+        EXIT WHEN p > n;
+        e := p;
+        WHILE e <= n AND substr(dsn, e, 1) NOT IN ('=', ' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP e := e + 1; END LOOP;
+        k := substr(dsn, p, e - p);
+        p := e;
+        WHILE p <= n AND substr(dsn, p, 1) IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP p := p + 1; END LOOP;
+        IF p > n OR substr(dsn, p, 1) <> '=' THEN
+            RAISE EXCEPTION 'invalid connection string: missing "=" after "%"', left(k, 40)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        i := i + 1;
-        WHILE i <= n AND substr(dsn, i, 1) ~ '\s' LOOP i := i + 1; END LOOP;
-        v := '';
-        IF i <= n AND substr(dsn, i, 1) = '''' THEN
-            i := i + 1;
-            LOOP
-                IF i > n THEN
-                    -- The value may be a password: name only the keyword.
-                    RAISE EXCEPTION 'invalid connection string: unterminated quoted value for "%"', k
-                        USING ERRCODE = 'invalid_parameter_value';
-                END IF;
-                c := substr(dsn, i, 1);
-                IF c = '\' AND i < n THEN
-                    v := v || substr(dsn, i + 1, 1);
-                    i := i + 2;
-                ELSIF c = '''' THEN
-                    i := i + 1;
-                    EXIT;
-                ELSE
-                    v := v || c;
-                    i := i + 1;
-                END IF;
-            END LOOP;
-        ELSE
-            WHILE i <= n AND substr(dsn, i, 1) !~ '\s' LOOP
-                c := substr(dsn, i, 1);
-                IF c = '\' AND i < n THEN
-                    v := v || substr(dsn, i + 1, 1);
-                    i := i + 2;
-                ELSE
-                    v := v || c;
-                    i := i + 1;
-                END IF;
-            END LOOP;
+        p := p + 1;
+        WHILE p <= n AND substr(dsn, p, 1) IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP p := p + 1; END LOOP;
+        scanned := spock.zodan_scan_value(dsn, p);
+        IF scanned.value IS NULL THEN
+            -- The value may be a password: name only the keyword.
+            RAISE EXCEPTION 'invalid connection string: unterminated quoted value for "%"', left(k, 40)
+                USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        keyword := k;
-        value := v;
+        keyword := k; value := scanned.value; value_start := p; value_end := scanned.next;
         RETURN NEXT;
+        p := scanned.next;
     END LOOP;
 END;
 $fn$;
 
 COMMENT ON FUNCTION spock.zodan_conninfo(text) IS
-    'zodan: parses a libpq connection string (keyword/value or URI) into keyword/value rows; later keywords override earlier ones, as in libpq';
+    'zodan: parses a libpq connection string (keyword/value or URI) into its settings, in order, with where each value is written; later keywords override earlier ones, as in libpq';
 
 -- The value libpq would use for keyword: the last occurrence wins.
+--
+-- Functions that take a DSN are PL/pgSQL, never LANGUAGE sql: auto_explain
+-- (PostgreSQL 16+) logs the parameter values of statements run inside SQL
+-- functions, and a DSN is a parameter here.
 CREATE FUNCTION spock.zodan_dsn_get(dsn text, key text)
 RETURNS text
-LANGUAGE sql IMMUTABLE STRICT
+LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT value FROM (
-        SELECT value, row_number() OVER () AS pos
-          FROM spock.zodan_conninfo(dsn)
-         WHERE keyword = key
-    ) kv
-    ORDER BY pos DESC
-    LIMIT 1;
+DECLARE
+    found text;
+    r record;
+BEGIN
+    FOR r IN SELECT keyword, value FROM spock.zodan_conninfo(dsn) LOOP
+        IF r.keyword = key THEN
+            found := r.value;
+        END IF;
+    END LOOP;
+    RETURN found;
+END;
 $fn$;
 
 -- The database a DSN names, or NULL when it leaves that to libpq's defaults.
 CREATE FUNCTION spock.zodan_dsn_dbname(dsn text)
 RETURNS text
-LANGUAGE sql IMMUTABLE STRICT
+LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT spock.zodan_dsn_get(dsn, 'dbname');
+BEGIN
+    RETURN spock.zodan_dsn_get(dsn, 'dbname');
+END;
 $fn$;
 
--- A DSN that is safe to print: host, port, dbname and user only. Parsed
--- once; the last occurrence of a keyword wins, as in libpq.
+-- A DSN that is safe to print: host, hostaddr, port, dbname, user and
+-- service only (the last of each wins), each passed through zodan_redact
+-- in case it quotes another DSN. Same output as Go's dsn.Display.
 CREATE FUNCTION spock.zodan_dsn_display(dsn text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    shown text;
+    shown text[] := '{}';
+    k text;
+    v text;
 BEGIN
     IF dsn IS NULL THEN
         RETURN '(no DSN)';
     END IF;
-    SELECT string_agg(format('%s=%s', k, v), ' ' ORDER BY array_position(ARRAY['host', 'hostaddr', 'port', 'dbname', 'user', 'service'], k))
-      INTO shown
-      FROM (SELECT DISTINCT ON (keyword) keyword AS k, value AS v
-              FROM (SELECT keyword, value, row_number() OVER () AS pos FROM spock.zodan_conninfo(dsn)) kv
-             WHERE keyword IN ('host', 'hostaddr', 'port', 'dbname', 'user', 'service') AND value <> ''
-             ORDER BY keyword, pos DESC) last;
-    RETURN coalesce(shown, '(DSN with defaults only)');
+    FOREACH k IN ARRAY ARRAY['host', 'hostaddr', 'port', 'dbname', 'user', 'service'] LOOP
+        v := spock.zodan_dsn_get(dsn, k);
+        IF v <> '' THEN
+            shown := shown || format('%s=%s', k, spock.zodan_redact(v));
+        END IF;
+    END LOOP;
+    IF cardinality(shown) = 0 THEN
+        RETURN '(DSN with defaults only)';
+    END IF;
+    RETURN array_to_string(shown, ' ');
 EXCEPTION WHEN invalid_parameter_value THEN
     RETURN '(unparsable DSN)';
 END;
 $fn$;
 
+-- dsn as keyword/value pairs, each value quoted: a URI becomes the same
+-- settings in the form that can be extended by appending.
+CREATE FUNCTION spock.zodan_dsn_keywords(dsn text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    parts text[] := '{}';
+    r record;
+BEGIN
+    IF spock.zodan_uri_prefix_length(dsn) = 0 THEN
+        RETURN dsn;
+    END IF;
+    FOR r IN SELECT keyword, value FROM spock.zodan_conninfo(dsn) LOOP
+        parts := parts || format('%s=%s', r.keyword, spock.zodan_quote_value(r.value));
+    END LOOP;
+    RETURN array_to_string(parts, ' ');
+END;
+$fn$;
+
+-- A value quoted for a keyword/value connection string.
+CREATE FUNCTION spock.zodan_quote_value(v text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN '''' || replace(replace(v, '\', '\\'), '''', '\''') || '''';
+END;
+$fn$;
+
 -- dsn with keyword=value added unless the DSN already sets that keyword.
 -- Used to bound connection attempts (connect_timeout) without overriding
--- what the DBA chose.
+-- what the DBA chose. A URI is rewritten as keyword/value pairs first:
+-- appending to it would need to know where its query part starts, and a
+-- '?' may also stand in its password.
 CREATE FUNCTION spock.zodan_dsn_with_default(dsn text, key text, val text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT
@@ -433,26 +606,177 @@ BEGIN
     IF spock.zodan_dsn_get(dsn, key) IS NOT NULL THEN
         RETURN dsn;
     END IF;
-    IF dsn ~* '^postgres(ql)?://' THEN
-        RETURN dsn || CASE WHEN position('?' IN dsn) > 0 THEN '&' ELSE '?' END
-                   || format('%s=%s', key, val);
-    END IF;
-    RETURN dsn || format(' %s=%s', key, quote_literal(val));
+    RETURN spock.zodan_dsn_keywords(dsn) || format(' %s=%s', key, spock.zodan_quote_value(val));
 END;
 $fn$;
 
--- Hides passwords in any text: keyword form (password=..., quoted or not,
--- sslpassword too) and URI form (scheme://user:secret@). Applied to every
--- message that carries text from elsewhere (remote errors, libpq details).
-CREATE FUNCTION spock.zodan_redact(msg text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
+-- Whether a value may quote a secret (a DSN inside another setting).
+CREATE FUNCTION spock.zodan_may_quote_secret(v text)
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT regexp_replace(
-               regexp_replace(msg,
-                   '(password\s*=\s*)(''(?:[^''\\]|\\.)*''?|\S+)', '\1********', 'gi'),
-               '(://[^:/@\s]*:)[^@\s]*@', '\1********@', 'g');
+BEGIN
+    v := translate(v, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz');
+    RETURN position('password' IN v) > 0 OR position('secret' IN v) > 0 OR position('://' IN v) > 0;
+END;
+$fn$;
+
+-- Every byte but the unreserved ones (RFC 3986) percent-encoded.
+CREATE FUNCTION spock.zodan_percent_encode(v text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    b bytea := convert_to(v, 'UTF8');
+    out text := '';
+    c int;
+BEGIN
+    FOR i IN 0 .. length(b) - 1 LOOP
+        c := get_byte(b, i);
+        IF chr(c) ~ '^[A-Za-z0-9._~-]$' AND c < 128 THEN
+            out := out || chr(c);
+        ELSE
+            out := out || '%' || upper(lpad(to_hex(c), 2, '0'));
+        END IF;
+    END LOOP;
+    RETURN out;
+END;
+$fn$;
+
+-- Secrets in prose: every "password = value" (sslpassword and
+-- oauth_client_secret too, any case, value read by libpq's rules; in a
+-- URI query it ends at '&') and every "postgresql://user:secret@".
+CREATE FUNCTION spock.zodan_redact_fragments(msg text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n int := length(msg);
+    out text := '';
+    i int := 1;
+    j int;
+    k int;
+    colon int;
+    kw text;
+    prev text;
+    scanned record;
+    matched boolean;
+BEGIN
+    WHILE i <= n LOOP
+        prev := CASE WHEN i > 1 THEN substr(msg, i - 1, 1) ELSE '' END;
+        -- scheme://user:secret@ ; the user information ends at the first
+        -- '@' before any '/', and a line break ends the search in prose.
+        IF spock.zodan_uri_prefix_length(substr(msg, i, 13)) > 0 AND prev !~ '^[A-Za-z0-9_]$' THEN
+            j := i + spock.zodan_uri_prefix_length(substr(msg, i, 13));
+            k := j;
+            WHILE k <= n AND substr(msg, k, 1) NOT IN ('@', '/', E'\n') LOOP k := k + 1; END LOOP;
+            IF k <= n AND substr(msg, k, 1) = '@' THEN
+                colon := position(':' IN substr(msg, j, k - j));
+                IF colon > 0 AND j + colon < k THEN
+                    out := out || substr(msg, i, j + colon - i) || '********@';
+                    i := k + 1;
+                    CONTINUE;
+                END IF;
+            END IF;
+            out := out || substr(msg, i, j - i);
+            i := j;
+            CONTINUE;
+        END IF;
+        -- password = value
+        matched := false;
+        IF prev !~ '^[A-Za-z0-9_]$' THEN
+            FOREACH kw IN ARRAY ARRAY['oauth_client_secret', 'sslpassword', 'password'] LOOP
+                IF translate(substr(msg, i, length(kw)), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') = kw
+                   AND substr(msg, i + length(kw), 1) !~ '^[A-Za-z0-9_]$' THEN
+                    matched := true;
+                    EXIT;
+                END IF;
+            END LOOP;
+        END IF;
+        IF matched THEN
+            j := i + length(kw);
+            WHILE j <= n AND substr(msg, j, 1) IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP j := j + 1; END LOOP;
+            IF substr(msg, j, 1) = '=' THEN
+                j := j + 1;
+                WHILE j <= n AND substr(msg, j, 1) IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP j := j + 1; END LOOP;
+                IF prev IN ('?', '&') THEN
+                    k := j;
+                    WHILE k <= n AND substr(msg, k, 1) NOT IN ('&', ' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP k := k + 1; END LOOP;
+                ELSE
+                    scanned := spock.zodan_scan_value(msg, j);
+                    k := scanned.next;
+                END IF;
+                IF k > j THEN
+                    out := out || substr(msg, i, j - i) || '********';
+                    i := k;
+                    CONTINUE;
+                END IF;
+            END IF;
+            out := out || substr(msg, i, j - i);
+            i := j;
+            CONTINUE;
+        END IF;
+        out := out || substr(msg, i, 1);
+        i := i + 1;
+    END LOOP;
+    RETURN out;
+END;
+$fn$;
+
+-- Hides secrets in any text: a whole connection string, or a message
+-- that may quote one (a remote error, a libpq detail, Spock's "dsn was:").
+-- A text that parses as a connection string is masked exactly: the
+-- values of password, sslpassword and oauth_client_secret, where
+-- zodan_conninfo says they are written, become ******** and nothing else
+-- changes. Other text goes through zodan_redact_fragments. The Go
+-- function dsn.Mask is the same algorithm; a test holds them equal.
+CREATE FUNCTION spock.zodan_redact(msg text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    uri boolean;
+    out text := '';
+    at int := 1;
+    inner_value text;
+    r record;
+BEGIN
+    IF msg IS NULL THEN
+        RETURN NULL;
+    END IF;
+    uri := spock.zodan_uri_prefix_length(msg) > 0;
+    IF NOT uri AND position('=' IN msg) = 0 THEN
+        RETURN spock.zodan_redact_fragments(msg);
+    END IF;
+    BEGIN
+        FOR r IN SELECT c.keyword, c.value, c.value_start, c.value_end
+                   FROM spock.zodan_conninfo(msg) AS c
+                  ORDER BY c.value_start LOOP
+            CONTINUE WHEN r.value = '' OR r.value_end <= r.value_start OR r.value_start < at;
+            IF lower(r.keyword) IN ('password', 'sslpassword', 'oauth_client_secret') THEN
+                out := out || substr(msg, at, r.value_start - at)
+                           || CASE WHEN NOT uri AND substr(msg, r.value_start, 1) = '''' THEN '''********''' ELSE '********' END;
+                at := r.value_end;
+            ELSIF r.keyword NOT IN ('host', 'port') AND spock.zodan_may_quote_secret(r.value) THEN
+                -- Another setting quoting a whole DSN loses its secrets
+                -- too, and is written back so that the string still parses.
+                inner_value := spock.zodan_redact(r.value);
+                CONTINUE WHEN inner_value = r.value;
+                out := out || substr(msg, at, r.value_start - at)
+                           || CASE WHEN uri THEN spock.zodan_percent_encode(inner_value)
+                                   ELSE spock.zodan_quote_value(inner_value) END;
+                at := r.value_end;
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RETURN spock.zodan_redact_fragments(msg);
+    END;
+    RETURN out || substr(msg, at);
+END;
 $fn$;
 
 -- ---------------------------------------------------------------------------
@@ -3421,7 +3745,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '67685bf9bdb0daf9feb70a51fe5957db3b9a6b9696378a1117fad64aa28de93b',
+   SET zodan_version = '1.0.0', code_sha256 = '946a042d077a0363f7153c414ebac6f55737414c8041bf5e0dc3bce894ba2405',
        installed_at = now(), installed_by = current_user;
 
 
@@ -3465,6 +3789,10 @@ CREATE TEMP TABLE zodan_routines_before AS
 -- over the raw text gets "dbname = 'my db'" and URIs wrong.
 -- ---------------------------------------------------------------------------
 
+-- Percent-decoding as libpq does it, spaces around the value trimmed. It
+-- works on bytes (%C3%A9 is one character); a result that is not UTF-8 is
+-- returned undecoded rather than refused, as zodan only reads DSNs to
+-- mask them and to find a database name, never to connect with them.
 CREATE FUNCTION spock.zodan_uri_decode(s text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT
@@ -3473,15 +3801,23 @@ AS $fn$
 DECLARE
     bytes bytea := ''::bytea;
     i int := 1;
-    n int := length(s);
+    n int;
     c text;
 BEGIN
-    -- Percent-decoding works on bytes: %C3%A9 is one UTF-8 character.
+    s := btrim(s, ' ');
+    IF position('%' IN s) = 0 THEN
+        RETURN s;
+    END IF;
+    n := length(s);
     WHILE i <= n LOOP
         c := substr(s, i, 1);
         IF c = '%' THEN
-            IF i + 2 > n OR substr(s, i + 1, 2) !~ '^[0-9A-Fa-f]{2}$' THEN
+            IF substr(s, i + 1, 2) !~ '^[0-9A-Fa-f]{2}$' THEN
                 RAISE EXCEPTION 'invalid connection URI: bad percent-encoding'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF substr(s, i + 1, 2) = '00' THEN
+                RAISE EXCEPTION 'invalid connection URI: forbidden value %%00 in percent-encoding'
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             bytes := bytes || decode(substr(s, i + 1, 2), 'hex');
@@ -3491,194 +3827,355 @@ BEGIN
             i := i + 1;
         END IF;
     END LOOP;
-    RETURN convert_from(bytes, 'UTF8');
+    BEGIN
+        RETURN convert_from(bytes, 'UTF8');
+    EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
+        RETURN s;
+    END;
 END;
 $fn$;
 
-CREATE FUNCTION spock.zodan_conninfo(dsn text)
-RETURNS TABLE (keyword text, value text)
+-- Length of the URI scheme dsn starts with ("postgresql://" or
+-- "postgres://", compared case-sensitively as libpq does), or 0.
+CREATE FUNCTION spock.zodan_uri_prefix_length(dsn text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT CASE WHEN starts_with(dsn, 'postgresql://') THEN 13
+                WHEN starts_with(dsn, 'postgres://') THEN 11
+                ELSE 0 END;
+$fn$;
+
+-- Reads one keyword/value value starting at position i of s, by libpq's
+-- rules: a quoted value runs to the next unescaped quote, an unquoted one
+-- to the next white space; a backslash makes the next character literal.
+-- Returns the value and the position after it; an unterminated quote
+-- returns value NULL and the end of s.
+CREATE FUNCTION spock.zodan_scan_value(s text, i integer, OUT value text, OUT next integer)
 LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    m text[];
-    userinfo text;
-    hostlist text;
-    hostpart text;
-    hosts text[] := '{}'::text[];
-    ports text[] := '{}'::text[];
-    param text;
-    i int;
-    n int;
+    n int := length(s);
     c text;
-    k text;
-    v text;
 BEGIN
-    IF dsn ~* '^postgres(ql)?://' THEN
-        -- scheme://[userinfo@][hostlist][/dbname][?params]
-        m := regexp_match(dsn, '^postgres(?:ql)?://(?:([^@/?]*)@)?([^/?]*)(?:/([^?]*))?(?:\?(.*))?$', 'i');
-        IF m IS NULL THEN
-            RAISE EXCEPTION 'invalid connection URI' USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        userinfo := m[1];
-        IF userinfo IS NOT NULL AND userinfo <> '' THEN
-            IF position(':' IN userinfo) > 0 THEN
-                keyword := 'user'; value := spock.zodan_uri_decode(split_part(userinfo, ':', 1)); RETURN NEXT;
-                keyword := 'password'; value := spock.zodan_uri_decode(substr(userinfo, position(':' IN userinfo) + 1)); RETURN NEXT;
-            ELSE
-                keyword := 'user'; value := spock.zodan_uri_decode(userinfo); RETURN NEXT;
+    value := '';
+    IF substr(s, i, 1) = '''' THEN
+        i := i + 1;
+        LOOP
+            IF i > n THEN
+                value := NULL;
+                next := n + 1;
+                RETURN;
             END IF;
-        END IF;
-        hostlist := m[2];
-        IF hostlist <> '' THEN
-            FOREACH hostpart IN ARRAY string_to_array(hostlist, ',') LOOP
-                IF hostpart ~ '^\[' THEN
-                    -- [ipv6]:port
-                    hosts := hosts || substring(hostpart FROM '^\[([^\]]*)\]');
-                    ports := ports || coalesce(substring(hostpart FROM '^\[[^\]]*\]:(.*)$'), '');
-                ELSE
-                    hosts := hosts || spock.zodan_uri_decode(split_part(hostpart, ':', 1));
-                    ports := ports || CASE WHEN position(':' IN hostpart) > 0
-                                           THEN substr(hostpart, position(':' IN hostpart) + 1) ELSE '' END;
+            c := substr(s, i, 1);
+            IF c = '\' THEN
+                IF i = n THEN
+                    -- A trailing backslash escapes the end: unterminated.
+                    value := NULL;
+                    next := n + 1;
+                    RETURN;
                 END IF;
-            END LOOP;
-            IF array_to_string(hosts, '') <> '' THEN
-                keyword := 'host'; value := array_to_string(hosts, ','); RETURN NEXT;
+                value := value || substr(s, i + 1, 1);
+                i := i + 2;
+            ELSIF c = '''' THEN
+                next := i + 1;
+                RETURN;
+            ELSE
+                value := value || c;
+                i := i + 1;
             END IF;
-            IF array_to_string(ports, '') <> '' THEN
-                keyword := 'port'; value := array_to_string(ports, ','); RETURN NEXT;
+        END LOOP;
+    END IF;
+    WHILE i <= n AND substr(s, i, 1) NOT IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP
+        c := substr(s, i, 1);
+        IF c = '\' THEN
+            value := value || substr(s, i + 1, 1);
+            i := i + 2;
+        ELSE
+            value := value || c;
+            i := i + 1;
+        END IF;
+    END LOOP;
+    next := least(i, n + 1);
+END;
+$fn$;
+
+-- Parses a libpq connection string into its settings, in order; a later
+-- keyword overrides an earlier one, as in libpq. value_start and
+-- value_end delimit each value as written (1-based, end exclusive), so
+-- that zodan_redact can replace exactly a secret and nothing else. The
+-- rules are libpq's, and the same as the Go package internal/dsn, which
+-- is fuzzed against pgx's parser; a test holds the two equal.
+CREATE FUNCTION spock.zodan_conninfo(dsn text)
+RETURNS TABLE (keyword text, value text, value_start integer, value_end integer)
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n int := length(dsn);
+    p int;
+    e int;
+    colon int;
+    userinfo text;
+    hosts text := '';
+    ports text := '';
+    host_start int;
+    port_start int;
+    pair text;
+    rk text;
+    rv text;
+    k text;
+    scanned record;
+BEGIN
+    IF spock.zodan_uri_prefix_length(dsn) > 0 THEN
+        p := spock.zodan_uri_prefix_length(dsn) + 1;
+        -- [user[:password]@]: up to the first '@' that comes before any '/'.
+        e := p;
+        WHILE e <= n AND substr(dsn, e, 1) NOT IN ('@', '/') LOOP e := e + 1; END LOOP;
+        IF e <= n AND substr(dsn, e, 1) = '@' THEN
+            userinfo := substr(dsn, p, e - p);
+            colon := position(':' IN userinfo);
+            IF colon = 0 THEN
+                colon := length(userinfo) + 1;
             END IF;
+            IF colon > 1 THEN
+                keyword := 'user'; value := spock.zodan_uri_decode(substr(userinfo, 1, colon - 1));
+                value_start := p; value_end := p + colon - 1;
+                RETURN NEXT;
+            END IF;
+            IF colon < length(userinfo) THEN
+                keyword := 'password'; value := spock.zodan_uri_decode(substr(userinfo, colon + 1));
+                value_start := p + colon; value_end := e;
+                RETURN NEXT;
+            END IF;
+            p := e + 1;
         END IF;
-        IF m[3] IS NOT NULL AND m[3] <> '' THEN
-            keyword := 'dbname'; value := spock.zodan_uri_decode(m[3]); RETURN NEXT;
+        -- host[:port][,...], IPv6 addresses in brackets
+        host_start := p;
+        LOOP
+            IF substr(dsn, p, 1) = '[' THEN
+                e := position(']' IN substr(dsn, p));
+                IF e = 0 THEN
+                    RAISE EXCEPTION 'invalid connection URI: no "]" after an IPv6 address'
+                        USING ERRCODE = 'invalid_parameter_value';
+                ELSIF e = 2 THEN
+                    RAISE EXCEPTION 'invalid connection URI: empty IPv6 host address'
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                hosts := hosts || substr(dsn, p + 1, e - 2);
+                p := p + e;
+                IF p <= n AND substr(dsn, p, 1) NOT IN (':', '/', '?', ',') THEN
+                    RAISE EXCEPTION 'invalid connection URI: unexpected character after an IPv6 address'
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+            ELSE
+                e := p;
+                WHILE e <= n AND substr(dsn, e, 1) NOT IN (':', '/', '?', ',') LOOP e := e + 1; END LOOP;
+                hosts := hosts || substr(dsn, p, e - p);
+                p := e;
+            END IF;
+            IF substr(dsn, p, 1) = ':' THEN
+                p := p + 1;
+                port_start := coalesce(port_start, p);
+                e := p;
+                WHILE e <= n AND substr(dsn, e, 1) NOT IN ('/', '?', ',') LOOP e := e + 1; END LOOP;
+                ports := ports || substr(dsn, p, e - p);
+                p := e;
+            END IF;
+            EXIT WHEN p > n OR substr(dsn, p, 1) <> ',';
+            p := p + 1;
+            hosts := hosts || ',';
+            ports := ports || ',';
+        END LOOP;
+        IF hosts <> '' THEN
+            keyword := 'host'; value := spock.zodan_uri_decode(hosts);
+            value_start := host_start; value_end := p;
+            RETURN NEXT;
         END IF;
-        IF m[4] IS NOT NULL AND m[4] <> '' THEN
-            FOREACH param IN ARRAY string_to_array(m[4], '&') LOOP
-                IF position('=' IN param) = 0 THEN
+        IF ports <> '' THEN
+            keyword := 'port'; value := spock.zodan_uri_decode(ports);
+            value_start := port_start; value_end := p;
+            RETURN NEXT;
+        END IF;
+        -- [/dbname]
+        IF substr(dsn, p, 1) = '/' THEN
+            p := p + 1;
+            e := p;
+            WHILE e <= n AND substr(dsn, e, 1) <> '?' LOOP e := e + 1; END LOOP;
+            IF e > p THEN
+                keyword := 'dbname'; value := spock.zodan_uri_decode(substr(dsn, p, e - p));
+                value_start := p; value_end := e;
+                RETURN NEXT;
+            END IF;
+            p := e;
+        END IF;
+        -- [?keyword=value[&...]]
+        IF substr(dsn, p, 1) = '?' THEN
+            p := p + 1;
+            WHILE p <= n LOOP
+                e := p;
+                WHILE e <= n AND substr(dsn, e, 1) <> '&' LOOP e := e + 1; END LOOP;
+                pair := substr(dsn, p, e - p);
+                IF position('=' IN pair) = 0 THEN
                     RAISE EXCEPTION 'invalid connection URI: parameter without "="'
                         USING ERRCODE = 'invalid_parameter_value';
                 END IF;
-                keyword := spock.zodan_uri_decode(split_part(param, '=', 1));
-                value := spock.zodan_uri_decode(substr(param, position('=' IN param) + 1));
+                rk := substr(pair, 1, position('=' IN pair) - 1);
+                rv := substr(pair, position('=' IN pair) + 1);
+                IF position('=' IN rv) > 0 THEN
+                    RAISE EXCEPTION 'invalid connection URI: parameter with a second "="'
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                keyword := spock.zodan_uri_decode(rk);
+                value_start := p + length(rk) + 1; value_end := e;
+                IF keyword = 'ssl' AND rv = 'true' THEN
+                    keyword := 'sslmode'; value := 'require';
+                ELSE
+                    value := spock.zodan_uri_decode(rv);
+                END IF;
                 RETURN NEXT;
+                p := e + 1;
             END LOOP;
         END IF;
         RETURN;
     END IF;
 
     -- keyword = value pairs, as libpq's conninfo_parse reads them.
-    i := 1;
-    n := length(dsn);
+    p := 1;
     LOOP
-        WHILE i <= n AND substr(dsn, i, 1) ~ '\s' LOOP i := i + 1; END LOOP;
-        EXIT WHEN i > n;
-        k := '';
-        WHILE i <= n AND substr(dsn, i, 1) !~ '[\s=]' LOOP
-            k := k || substr(dsn, i, 1);
-            i := i + 1;
-        END LOOP;
-        WHILE i <= n AND substr(dsn, i, 1) ~ '\s' LOOP i := i + 1; END LOOP;
-        IF i > n OR substr(dsn, i, 1) <> '=' THEN
-            RAISE EXCEPTION 'invalid connection string: missing "=" after "%"', k
+        WHILE p <= n AND substr(dsn, p, 1) IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP p := p + 1; END LOOP;
+        EXIT WHEN p > n;
+        e := p;
+        WHILE e <= n AND substr(dsn, e, 1) NOT IN ('=', ' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP e := e + 1; END LOOP;
+        k := substr(dsn, p, e - p);
+        p := e;
+        WHILE p <= n AND substr(dsn, p, 1) IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP p := p + 1; END LOOP;
+        IF p > n OR substr(dsn, p, 1) <> '=' THEN
+            RAISE EXCEPTION 'invalid connection string: missing "=" after "%"', left(k, 40)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        i := i + 1;
-        WHILE i <= n AND substr(dsn, i, 1) ~ '\s' LOOP i := i + 1; END LOOP;
-        v := '';
-        IF i <= n AND substr(dsn, i, 1) = '''' THEN
-            i := i + 1;
-            LOOP
-                IF i > n THEN
-                    -- The value may be a password: name only the keyword.
-                    RAISE EXCEPTION 'invalid connection string: unterminated quoted value for "%"', k
-                        USING ERRCODE = 'invalid_parameter_value';
-                END IF;
-                c := substr(dsn, i, 1);
-                IF c = '\' AND i < n THEN
-                    v := v || substr(dsn, i + 1, 1);
-                    i := i + 2;
-                ELSIF c = '''' THEN
-                    i := i + 1;
-                    EXIT;
-                ELSE
-                    v := v || c;
-                    i := i + 1;
-                END IF;
-            END LOOP;
-        ELSE
-            WHILE i <= n AND substr(dsn, i, 1) !~ '\s' LOOP
-                c := substr(dsn, i, 1);
-                IF c = '\' AND i < n THEN
-                    v := v || substr(dsn, i + 1, 1);
-                    i := i + 2;
-                ELSE
-                    v := v || c;
-                    i := i + 1;
-                END IF;
-            END LOOP;
+        p := p + 1;
+        WHILE p <= n AND substr(dsn, p, 1) IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP p := p + 1; END LOOP;
+        scanned := spock.zodan_scan_value(dsn, p);
+        IF scanned.value IS NULL THEN
+            -- The value may be a password: name only the keyword.
+            RAISE EXCEPTION 'invalid connection string: unterminated quoted value for "%"', left(k, 40)
+                USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        keyword := k;
-        value := v;
+        keyword := k; value := scanned.value; value_start := p; value_end := scanned.next;
         RETURN NEXT;
+        p := scanned.next;
     END LOOP;
 END;
 $fn$;
 
 COMMENT ON FUNCTION spock.zodan_conninfo(text) IS
-    'zodan: parses a libpq connection string (keyword/value or URI) into keyword/value rows; later keywords override earlier ones, as in libpq';
+    'zodan: parses a libpq connection string (keyword/value or URI) into its settings, in order, with where each value is written; later keywords override earlier ones, as in libpq';
 
 -- The value libpq would use for keyword: the last occurrence wins.
+--
+-- Functions that take a DSN are PL/pgSQL, never LANGUAGE sql: auto_explain
+-- (PostgreSQL 16+) logs the parameter values of statements run inside SQL
+-- functions, and a DSN is a parameter here.
 CREATE FUNCTION spock.zodan_dsn_get(dsn text, key text)
 RETURNS text
-LANGUAGE sql IMMUTABLE STRICT
+LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT value FROM (
-        SELECT value, row_number() OVER () AS pos
-          FROM spock.zodan_conninfo(dsn)
-         WHERE keyword = key
-    ) kv
-    ORDER BY pos DESC
-    LIMIT 1;
+DECLARE
+    found text;
+    r record;
+BEGIN
+    FOR r IN SELECT keyword, value FROM spock.zodan_conninfo(dsn) LOOP
+        IF r.keyword = key THEN
+            found := r.value;
+        END IF;
+    END LOOP;
+    RETURN found;
+END;
 $fn$;
 
 -- The database a DSN names, or NULL when it leaves that to libpq's defaults.
 CREATE FUNCTION spock.zodan_dsn_dbname(dsn text)
 RETURNS text
-LANGUAGE sql IMMUTABLE STRICT
+LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT spock.zodan_dsn_get(dsn, 'dbname');
+BEGIN
+    RETURN spock.zodan_dsn_get(dsn, 'dbname');
+END;
 $fn$;
 
--- A DSN that is safe to print: host, port, dbname and user only. Parsed
--- once; the last occurrence of a keyword wins, as in libpq.
+-- A DSN that is safe to print: host, hostaddr, port, dbname, user and
+-- service only (the last of each wins), each passed through zodan_redact
+-- in case it quotes another DSN. Same output as Go's dsn.Display.
 CREATE FUNCTION spock.zodan_dsn_display(dsn text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    shown text;
+    shown text[] := '{}';
+    k text;
+    v text;
 BEGIN
     IF dsn IS NULL THEN
         RETURN '(no DSN)';
     END IF;
-    SELECT string_agg(format('%s=%s', k, v), ' ' ORDER BY array_position(ARRAY['host', 'hostaddr', 'port', 'dbname', 'user', 'service'], k))
-      INTO shown
-      FROM (SELECT DISTINCT ON (keyword) keyword AS k, value AS v
-              FROM (SELECT keyword, value, row_number() OVER () AS pos FROM spock.zodan_conninfo(dsn)) kv
-             WHERE keyword IN ('host', 'hostaddr', 'port', 'dbname', 'user', 'service') AND value <> ''
-             ORDER BY keyword, pos DESC) last;
-    RETURN coalesce(shown, '(DSN with defaults only)');
+    FOREACH k IN ARRAY ARRAY['host', 'hostaddr', 'port', 'dbname', 'user', 'service'] LOOP
+        v := spock.zodan_dsn_get(dsn, k);
+        IF v <> '' THEN
+            shown := shown || format('%s=%s', k, spock.zodan_redact(v));
+        END IF;
+    END LOOP;
+    IF cardinality(shown) = 0 THEN
+        RETURN '(DSN with defaults only)';
+    END IF;
+    RETURN array_to_string(shown, ' ');
 EXCEPTION WHEN invalid_parameter_value THEN
     RETURN '(unparsable DSN)';
 END;
 $fn$;
 
+-- dsn as keyword/value pairs, each value quoted: a URI becomes the same
+-- settings in the form that can be extended by appending.
+CREATE FUNCTION spock.zodan_dsn_keywords(dsn text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    parts text[] := '{}';
+    r record;
+BEGIN
+    IF spock.zodan_uri_prefix_length(dsn) = 0 THEN
+        RETURN dsn;
+    END IF;
+    FOR r IN SELECT keyword, value FROM spock.zodan_conninfo(dsn) LOOP
+        parts := parts || format('%s=%s', r.keyword, spock.zodan_quote_value(r.value));
+    END LOOP;
+    RETURN array_to_string(parts, ' ');
+END;
+$fn$;
+
+-- A value quoted for a keyword/value connection string.
+CREATE FUNCTION spock.zodan_quote_value(v text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN '''' || replace(replace(v, '\', '\\'), '''', '\''') || '''';
+END;
+$fn$;
+
 -- dsn with keyword=value added unless the DSN already sets that keyword.
 -- Used to bound connection attempts (connect_timeout) without overriding
--- what the DBA chose.
+-- what the DBA chose. A URI is rewritten as keyword/value pairs first:
+-- appending to it would need to know where its query part starts, and a
+-- '?' may also stand in its password.
 CREATE FUNCTION spock.zodan_dsn_with_default(dsn text, key text, val text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT
@@ -3688,26 +4185,177 @@ BEGIN
     IF spock.zodan_dsn_get(dsn, key) IS NOT NULL THEN
         RETURN dsn;
     END IF;
-    IF dsn ~* '^postgres(ql)?://' THEN
-        RETURN dsn || CASE WHEN position('?' IN dsn) > 0 THEN '&' ELSE '?' END
-                   || format('%s=%s', key, val);
-    END IF;
-    RETURN dsn || format(' %s=%s', key, quote_literal(val));
+    RETURN spock.zodan_dsn_keywords(dsn) || format(' %s=%s', key, spock.zodan_quote_value(val));
 END;
 $fn$;
 
--- Hides passwords in any text: keyword form (password=..., quoted or not,
--- sslpassword too) and URI form (scheme://user:secret@). Applied to every
--- message that carries text from elsewhere (remote errors, libpq details).
-CREATE FUNCTION spock.zodan_redact(msg text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
+-- Whether a value may quote a secret (a DSN inside another setting).
+CREATE FUNCTION spock.zodan_may_quote_secret(v text)
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT regexp_replace(
-               regexp_replace(msg,
-                   '(password\s*=\s*)(''(?:[^''\\]|\\.)*''?|\S+)', '\1********', 'gi'),
-               '(://[^:/@\s]*:)[^@\s]*@', '\1********@', 'g');
+BEGIN
+    v := translate(v, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz');
+    RETURN position('password' IN v) > 0 OR position('secret' IN v) > 0 OR position('://' IN v) > 0;
+END;
+$fn$;
+
+-- Every byte but the unreserved ones (RFC 3986) percent-encoded.
+CREATE FUNCTION spock.zodan_percent_encode(v text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    b bytea := convert_to(v, 'UTF8');
+    out text := '';
+    c int;
+BEGIN
+    FOR i IN 0 .. length(b) - 1 LOOP
+        c := get_byte(b, i);
+        IF chr(c) ~ '^[A-Za-z0-9._~-]$' AND c < 128 THEN
+            out := out || chr(c);
+        ELSE
+            out := out || '%' || upper(lpad(to_hex(c), 2, '0'));
+        END IF;
+    END LOOP;
+    RETURN out;
+END;
+$fn$;
+
+-- Secrets in prose: every "password = value" (sslpassword and
+-- oauth_client_secret too, any case, value read by libpq's rules; in a
+-- URI query it ends at '&') and every "postgresql://user:secret@".
+CREATE FUNCTION spock.zodan_redact_fragments(msg text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n int := length(msg);
+    out text := '';
+    i int := 1;
+    j int;
+    k int;
+    colon int;
+    kw text;
+    prev text;
+    scanned record;
+    matched boolean;
+BEGIN
+    WHILE i <= n LOOP
+        prev := CASE WHEN i > 1 THEN substr(msg, i - 1, 1) ELSE '' END;
+        -- scheme://user:secret@ ; the user information ends at the first
+        -- '@' before any '/', and a line break ends the search in prose.
+        IF spock.zodan_uri_prefix_length(substr(msg, i, 13)) > 0 AND prev !~ '^[A-Za-z0-9_]$' THEN
+            j := i + spock.zodan_uri_prefix_length(substr(msg, i, 13));
+            k := j;
+            WHILE k <= n AND substr(msg, k, 1) NOT IN ('@', '/', E'\n') LOOP k := k + 1; END LOOP;
+            IF k <= n AND substr(msg, k, 1) = '@' THEN
+                colon := position(':' IN substr(msg, j, k - j));
+                IF colon > 0 AND j + colon < k THEN
+                    out := out || substr(msg, i, j + colon - i) || '********@';
+                    i := k + 1;
+                    CONTINUE;
+                END IF;
+            END IF;
+            out := out || substr(msg, i, j - i);
+            i := j;
+            CONTINUE;
+        END IF;
+        -- password = value
+        matched := false;
+        IF prev !~ '^[A-Za-z0-9_]$' THEN
+            FOREACH kw IN ARRAY ARRAY['oauth_client_secret', 'sslpassword', 'password'] LOOP
+                IF translate(substr(msg, i, length(kw)), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') = kw
+                   AND substr(msg, i + length(kw), 1) !~ '^[A-Za-z0-9_]$' THEN
+                    matched := true;
+                    EXIT;
+                END IF;
+            END LOOP;
+        END IF;
+        IF matched THEN
+            j := i + length(kw);
+            WHILE j <= n AND substr(msg, j, 1) IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP j := j + 1; END LOOP;
+            IF substr(msg, j, 1) = '=' THEN
+                j := j + 1;
+                WHILE j <= n AND substr(msg, j, 1) IN (' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP j := j + 1; END LOOP;
+                IF prev IN ('?', '&') THEN
+                    k := j;
+                    WHILE k <= n AND substr(msg, k, 1) NOT IN ('&', ' ', E'\t', E'\n', E'\x0b', E'\f', E'\r') LOOP k := k + 1; END LOOP;
+                ELSE
+                    scanned := spock.zodan_scan_value(msg, j);
+                    k := scanned.next;
+                END IF;
+                IF k > j THEN
+                    out := out || substr(msg, i, j - i) || '********';
+                    i := k;
+                    CONTINUE;
+                END IF;
+            END IF;
+            out := out || substr(msg, i, j - i);
+            i := j;
+            CONTINUE;
+        END IF;
+        out := out || substr(msg, i, 1);
+        i := i + 1;
+    END LOOP;
+    RETURN out;
+END;
+$fn$;
+
+-- Hides secrets in any text: a whole connection string, or a message
+-- that may quote one (a remote error, a libpq detail, Spock's "dsn was:").
+-- A text that parses as a connection string is masked exactly: the
+-- values of password, sslpassword and oauth_client_secret, where
+-- zodan_conninfo says they are written, become ******** and nothing else
+-- changes. Other text goes through zodan_redact_fragments. The Go
+-- function dsn.Mask is the same algorithm; a test holds them equal.
+CREATE FUNCTION spock.zodan_redact(msg text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    uri boolean;
+    out text := '';
+    at int := 1;
+    inner_value text;
+    r record;
+BEGIN
+    IF msg IS NULL THEN
+        RETURN NULL;
+    END IF;
+    uri := spock.zodan_uri_prefix_length(msg) > 0;
+    IF NOT uri AND position('=' IN msg) = 0 THEN
+        RETURN spock.zodan_redact_fragments(msg);
+    END IF;
+    BEGIN
+        FOR r IN SELECT c.keyword, c.value, c.value_start, c.value_end
+                   FROM spock.zodan_conninfo(msg) AS c
+                  ORDER BY c.value_start LOOP
+            CONTINUE WHEN r.value = '' OR r.value_end <= r.value_start OR r.value_start < at;
+            IF lower(r.keyword) IN ('password', 'sslpassword', 'oauth_client_secret') THEN
+                out := out || substr(msg, at, r.value_start - at)
+                           || CASE WHEN NOT uri AND substr(msg, r.value_start, 1) = '''' THEN '''********''' ELSE '********' END;
+                at := r.value_end;
+            ELSIF r.keyword NOT IN ('host', 'port') AND spock.zodan_may_quote_secret(r.value) THEN
+                -- Another setting quoting a whole DSN loses its secrets
+                -- too, and is written back so that the string still parses.
+                inner_value := spock.zodan_redact(r.value);
+                CONTINUE WHEN inner_value = r.value;
+                out := out || substr(msg, at, r.value_start - at)
+                           || CASE WHEN uri THEN spock.zodan_percent_encode(inner_value)
+                                   ELSE spock.zodan_quote_value(inner_value) END;
+                at := r.value_end;
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RETURN spock.zodan_redact_fragments(msg);
+    END;
+    RETURN out || substr(msg, at);
+END;
 $fn$;
 
 -- ---------------------------------------------------------------------------
@@ -6676,7 +7324,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '67685bf9bdb0daf9feb70a51fe5957db3b9a6b9696378a1117fad64aa28de93b',
+   SET zodan_version = '1.0.0', code_sha256 = '946a042d077a0363f7153c414ebac6f55737414c8041bf5e0dc3bce894ba2405',
        installed_at = now(), installed_by = current_user;
 
 \endif

@@ -52,6 +52,9 @@ func Connect(ctx context.Context, connString string, opts Options) (*pgx.Conn, e
 		cfg.RuntimeParams["application_name"] = app
 	}
 	cfg.RuntimeParams["spock.enable_ddl_replication"] = "off"
+	for k, v := range QuietLogging {
+		cfg.RuntimeParams[k] = v
+	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = opts.ConnectTimeout
 		if cfg.ConnectTimeout == 0 {
@@ -71,10 +74,37 @@ func Connect(ctx context.Context, connString string, opts Options) (*pgx.Conn, e
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, CancelRequestDelay: 0, DeadlineDelay: grace}
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil && SQLState(err) == "42501" {
+		return nil, fmt.Errorf("cannot connect to %s: %s\nzodan connects as a superuser (Spock's functions need one) and switches off "+
+			"statement and parameter logging for its own sessions, so that no DSN it passes on reaches a server log",
+			dsn.Label(connString), dsn.Mask(dropRepeatedLines(Describe(err))))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to %s: %s", dsn.Label(connString), dsn.Mask(dropRepeatedLines(Describe(err))))
 	}
 	return conn, nil
+}
+
+// QuietLogging are the settings every zodan session starts with. The
+// procedures take DSNs as arguments, and PostgreSQL logs the arguments
+// (bind parameters) of statements it logs: these keep this session's
+// statements, their parameters and their plans out of the server log,
+// whatever log_statement, log_min_duration_statement, sampling,
+// log_min_error_statement or auto_explain say for everyone else. They
+// are startup parameters, so a RESET ALL keeps them. The procedures do
+// the same for the sessions they open on other nodes (zodan_connect).
+var QuietLogging = map[string]string{
+	"log_statement":                     "none",
+	"log_min_duration_statement":        "-1",
+	"log_min_duration_sample":           "-1",
+	"log_transaction_sample_rate":       "0",
+	"log_min_error_statement":           "panic",
+	"log_parameter_max_length":          "0",
+	"log_parameter_max_length_on_error": "0",
+	"debug_print_parse":                 "off",
+	"debug_print_rewritten":             "off",
+	"debug_print_plan":                  "off",
+	"auto_explain.log_min_duration":     "-1",
 }
 
 // Describe renders an error as psql would: the message, then SQLSTATE,

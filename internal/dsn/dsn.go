@@ -4,25 +4,10 @@ package dsn
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
-
-var (
-	// password=secret, password = 'with spaces', sslpassword=...
-	keywordPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s'&]+)`)
-	// postgresql://user:secret@host
-	uriPassword = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
-)
-
-// Mask replaces passwords in any text (a DSN, an error message, a log
-// line) with ********, in both keyword/value and URI form.
-func Mask(s string) string {
-	s = keywordPassword.ReplaceAllString(s, "${1}********")
-	return uriPassword.ReplaceAllString(s, "${1}********@")
-}
 
 // ParseError describes why a DSN could not be parsed without quoting the
 // DSN: pgx's message quotes it with only the simplest password forms

@@ -8,12 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/zodan-project/zodan/internal/dsn"
 	"github.com/zodan-project/zodan/internal/pgtest"
 	"github.com/zodan-project/zodan/internal/render"
 )
@@ -31,6 +36,7 @@ func TestSQLHelpers(t *testing.T) {
 		{"zodan_redact", testSQLRedact},
 		{"zodan_dsn_display", testSQLDSNDisplay},
 		{"zodan_dsn_with_default", testSQLDSNWithDefault},
+		{"same masking as Go", testSQLMaskingMatchesGo},
 		{"zodan_sync_timeout", testSQLSyncTimeout},
 		{"remote helpers", testSQLRemoteHelpers},
 	} {
@@ -68,7 +74,9 @@ func testSQLConninfo(t *testing.T, c *pgtest.Cluster, db string, conn *pgx.Conn)
 		{`postgresql://[::1]:5433/db`, `host=::1 | port=5433 | dbname=db`},
 		{`postgresql:///db?host=/var/run/postgresql`, `dbname=db | host=/var/run/postgresql`},
 		{`postgresql://u@h/d?application_name=a%20b&connect_timeout=5`, `user=u | host=h | dbname=d | application_name=a b | connect_timeout=5`},
-		{`POSTGRESQL://h/%C3%A9t%C3%A9`, `host=h | dbname=été`},
+		{`postgres://h/%C3%A9t%C3%A9`, `host=h | dbname=été`},
+		{`postgresql://u:pa?ss@h/d`, `user=u | password=pa?ss | host=h | dbname=d`},
+		{`password=a\ b\\c host=h`, `password=a b\c | host=h`},
 		{`postgresql://%2Fvar%2Frun%2Fpostgresql:5433/db`, `host=/var/run/postgresql | port=5433 | dbname=db`},
 		{`dbname= host=h`, `dbname=host=h`}, // as libpq: the value starts after the blanks
 	} {
@@ -87,6 +95,7 @@ func testSQLConninfo(t *testing.T, c *pgtest.Cluster, db string, conn *pgx.Conn)
 		{`host=h1 password='sec ret`, `unterminated quoted value for "password"`, "sec ret"},
 		{`postgresql://h/d?sslmode`, `parameter without "="`, ""},
 		{`postgresql://h/%zz`, `bad percent-encoding`, ""},
+		{`POSTGRESQL://h/db`, `missing "=" after`, ""}, // libpq reads the scheme case-sensitively
 	} {
 		e := sqlError(t, conn, `SELECT count(*) FROM zodan_ci.zodan_conninfo($1)`, c.dsn)
 		if e.Code != "22023" || !strings.Contains(e.Message, c.msg) {
@@ -134,7 +143,7 @@ func testSQLRedact(t *testing.T, c *pgtest.Cluster, db string, conn *pgx.Conn) {
 		secret   string
 	}{
 		{`host=h password=secret1 dbname=x`, `host=h password=******** dbname=x`, "secret1"},
-		{`password = 'sec ret\'2' host=h`, `password = ******** host=h`, "ret"},
+		{`password = 'sec ret\'2' host=h`, `password = '********' host=h`, "ret"},
 		{`PASSWORD=Upper3 host=h`, `PASSWORD=******** host=h`, "Upper3"},
 		{`sslpassword=keypass4 sslmode=verify-full`, `sslpassword=******** sslmode=verify-full`, "keypass4"},
 		{`could not connect: "postgresql://u:s3cr3t5@h1:5432/db" failed`, `could not connect: "postgresql://u:********@h1:5432/db" failed`, "s3cr3t5"},
@@ -204,8 +213,9 @@ func testSQLDSNWithDefault(t *testing.T, c *pgtest.Cluster, db string, conn *pgx
 	for _, c := range []struct{ dsn, want string }{
 		{`host=h`, `host=h connect_timeout='10'`},
 		{`host=h connect_timeout=3`, `host=h connect_timeout=3`},
-		{`postgresql://h/db`, `postgresql://h/db?connect_timeout=10`},
-		{`postgresql://h/db?sslmode=require`, `postgresql://h/db?sslmode=require&connect_timeout=10`},
+		// A URI is rewritten as keywords: its password may hold a '?'.
+		{`postgresql://h/db`, `host='h' dbname='db' connect_timeout='10'`},
+		{`postgresql://u:p?w'x@h/db?sslmode=require`, `user='u' password='p?w\'x' host='h' dbname='db' sslmode='require' connect_timeout='10'`},
 		{`postgresql://h/db?connect_timeout=2`, `postgresql://h/db?connect_timeout=2`},
 	} {
 		var got string
@@ -358,4 +368,52 @@ func show(s *string) string {
 		return "NULL"
 	}
 	return fmt.Sprintf("%q", *s)
+}
+
+// testSQLMaskingMatchesGo holds zodan_redact and zodan_dsn_display to Go's
+// dsn.Mask and dsn.Display on the shared corpus and on every input the
+// fuzzers have saved: one algorithm, written twice, must not drift.
+func testSQLMaskingMatchesGo(t *testing.T, c *pgtest.Cluster, db string, conn *pgx.Conn) {
+	ctx := ctxT(t)
+	inputs, err := dsn.LoadCorpus(filepath.Join("..", "dsn", "testdata", "corpus.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, _ := filepath.Glob(filepath.Join("..", "dsn", "testdata", "fuzz", "*", "*"))
+	for _, f := range saved {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// go test fuzz v1 / string("...")
+		for _, line := range strings.Split(string(b), "\n") {
+			if q, ok := strings.CutPrefix(line, "string("); ok {
+				if s, err := strconv.Unquote(strings.TrimSuffix(q, ")")); err == nil {
+					inputs = append(inputs, s)
+				}
+			}
+		}
+	}
+	compared := 0
+	for _, in := range inputs {
+		if !utf8.ValidString(in) || strings.ContainsRune(in, 0) {
+			continue // not representable as SQL text
+		}
+		var redacted, display string
+		if err := conn.QueryRow(ctx, `SELECT zodan_ci.zodan_redact($1), zodan_ci.zodan_dsn_display($1)`, in).Scan(&redacted, &display); err != nil {
+			t.Errorf("zodan_redact(%q): %v", in, err)
+			continue
+		}
+		if want := dsn.Mask(in); redacted != want {
+			t.Errorf("zodan_redact(%q)\n got %q\nGo's %q", in, redacted, want)
+		}
+		if want := dsn.Display(in); display != want {
+			t.Errorf("zodan_dsn_display(%q)\n got %q\nGo's %q", in, display, want)
+		}
+		compared++
+	}
+	if compared < 40 {
+		t.Fatalf("compared %d inputs only: corpus not found?", compared)
+	}
+	t.Logf("SQL and Go agree on %d inputs", compared)
 }

@@ -12,12 +12,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/zodan-project/zodan"
+	"github.com/zodan-project/zodan/internal/dsn"
 	"github.com/zodan-project/zodan/internal/install"
 )
 
@@ -64,8 +66,32 @@ const cancelGrace = 30 * time.Minute
 // run is Main under a context of the caller's: cancelling ctx is what a
 // signal does.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// Every byte zodan prints passes a filter that knows the secrets of
+	// the DSNs it was given: the procedures and Mask hide passwords they
+	// can recognise, this hides them wherever a server quoted them.
+	r := dsn.NewRedactor(secretSources(args)...)
+	stdout, stderr = dsn.RedactingWriter(stdout, r), dsn.RedactingWriter(stderr, r)
 	err := NewApp(stdout, stderr).RunContext(ctx, args)
 	return report(err, args, stdout, stderr)
+}
+
+// secretSources are the command-line values that may be connection
+// strings ("--flag=value" counts as its value), and the password libpq
+// would take from PGPASSWORD.
+func secretSources(args []string) []string {
+	var out []string
+	for _, a := range args {
+		out = append(out, a)
+		if strings.HasPrefix(a, "-") {
+			if _, v, ok := strings.Cut(a, "="); ok {
+				out = append(out, v)
+			}
+		}
+	}
+	if pw := os.Getenv("PGPASSWORD"); pw != "" {
+		out = append(out, "password='"+strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(pw)+"'")
+	}
+	return out
 }
 
 // NewApp builds the command; tests run it in-process with their own
