@@ -151,6 +151,11 @@ func maskFragments(text string) string {
 				} else {
 					_, end, _ = scanKeywordValue(text, j)
 				}
+				if alreadyMasked(text[j:end]) {
+					b.WriteString(text[i:end])
+					i = end
+					continue
+				}
 				if end > j {
 					b.WriteString(text[i:j])
 					b.WriteString(Masked)
@@ -166,6 +171,13 @@ func maskFragments(text string) string {
 		i++
 	}
 	return b.String()
+}
+
+// alreadyMasked: a value that is the mask itself, perhaps followed by the
+// quote that closes the prose around it ('password=********' in a quoted
+// command line). Masking it again would swallow that quote.
+func alreadyMasked(v string) bool {
+	return v == Masked || v == Masked+"'" || v == Masked+`"` || v == "'"+Masked+"'"
 }
 
 // displayKeywords are the settings Display shows, in its order.
@@ -249,12 +261,19 @@ func NewRedactor(connStrings ...string) *Redactor {
 // Redact returns text with every known secret and every recognisable
 // password replaced by ********.
 func (r *Redactor) Redact(text string) string {
+	return Mask(r.HideKnown(text))
+}
+
+// HideKnown replaces the known secrets only, leaving text otherwise as it
+// is: output that was already masked where it was made (a command line
+// in quotes, JSON) must not be masked again by guessing.
+func (r *Redactor) HideKnown(text string) string {
 	if r != nil {
 		for _, f := range r.forms {
 			text = strings.ReplaceAll(text, f, Masked)
 		}
 	}
-	return Mask(text)
+	return text
 }
 
 // percentEncodeAll encodes every byte but unreserved ones (RFC 3986), the
@@ -275,7 +294,7 @@ func percentEncodeAll(s string) string {
 	return b.String()
 }
 
-// RedactingWriter passes everything written to w through r.Redact.
+// RedactingWriter passes everything written to w through r.HideKnown.
 // Callers write whole lines or messages, so a secret is never split
 // between two writes.
 func RedactingWriter(w io.Writer, r *Redactor) io.Writer {
@@ -288,7 +307,7 @@ type redactingWriter struct {
 }
 
 func (rw *redactingWriter) Write(p []byte) (int, error) {
-	if _, err := io.WriteString(rw.w, rw.r.Redact(string(p))); err != nil {
+	if _, err := io.WriteString(rw.w, rw.r.HideKnown(string(p))); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -181,7 +181,7 @@ func TestDriftIsReportedAndRepaired(t *testing.T) {
 		want   string
 	}{
 		{"edited", func() {
-			editFunction(t, n, "zodan_ci.zodan_redact(text)", "SELECT regexp_replace(", "-- edited by hand\n    SELECT regexp_replace(")
+			editFunction(t, n, "zodan_ci.zodan_redact(text)", "    IF msg IS NULL THEN", "    -- edited by hand\n    IF msg IS NULL THEN")
 		}, "changed by hand since install: zodan_ci.zodan_redact(text) was edited"},
 		{"dropped", func() {
 			n.c.Exec(t, n.db, "DROP FUNCTION zodan_ci.zodan_dsn_display(text)")
@@ -325,7 +325,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	wantLine(t, r, b.label, statusClean)
 
 	// A drifted node: the dry run shows the repair, and does not do it.
-	editFunction(t, a, "zodan_ci.zodan_redact(text)", "SELECT regexp_replace(", "-- edited\n    SELECT regexp_replace(")
+	editFunction(t, a, "zodan_ci.zodan_redact(text)", "    IF msg IS NULL THEN", "    -- edited\n    IF msg IS NULL THEN")
 	r = runOK(t, append([]string{"install", "--dry-run"}, flags...)...)
 	if !strings.Contains(r.stdout, a.label+": would run 1 step(s):\n-- reinstall the procedures (changed by hand since install: zodan_ci.zodan_redact(text) was edited)") {
 		t.Errorf("dry run on a drifted node:\n%s", r)

@@ -347,7 +347,7 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    shown text[] := '{}';
+    shown text[] := '{}'::text[];
     k text;
     v text;
 BEGIN
@@ -377,7 +377,7 @@ LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    parts text[] := '{}';
+    parts text[] := '{}'::text[];
     r record;
 BEGIN
     IF zodan_ci.zodan_uri_prefix_length(dsn) = 0 THEN
@@ -518,6 +518,13 @@ BEGIN
                     scanned := zodan_ci.zodan_scan_value(msg, j);
                     k := scanned.next;
                 END IF;
+                -- Already masked (perhaps before the quote that closes
+                -- the prose around it): masking again would eat that quote.
+                IF substr(msg, j, k - j) IN ('********', '********''', '********"', '''********''') THEN
+                    out := out || substr(msg, i, k - i);
+                    i := k;
+                    CONTINUE;
+                END IF;
                 IF k > j THEN
                     out := out || substr(msg, i, j - i) || '********';
                     i := k;
@@ -643,6 +650,61 @@ BEGIN
 END;
 $fn$;
 
+-- The settings under which every zodan session runs, the DBA's own CALL
+-- included: statements, their parameters and their plans stay out of
+-- the server log whatever log_statement, log_min_duration_statement,
+-- sampling, log_min_error_statement, debug_print_* or auto_explain say
+-- for everyone else, because zodan's statements carry DSNs. (A CALL that
+-- the DBA typed with a literal DSN is logged by the DBA's own settings
+-- before it starts; the zodan CLI sends DSNs as parameters instead.)
+-- These are superuser settings; Spock's functions need a superuser too.
+CREATE FUNCTION zodan_ci.zodan_quiet_settings()
+RETURNS TABLE (name text, setting text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    VALUES ('log_statement', 'none'),
+           ('log_min_duration_statement', '-1'),
+           ('log_min_duration_sample', '-1'),
+           ('log_transaction_sample_rate', '0'),
+           ('log_min_error_statement', 'panic'),
+           ('log_parameter_max_length', '0'),
+           ('log_parameter_max_length_on_error', '0'),
+           ('debug_print_parse', 'off'),
+           ('debug_print_rewritten', 'off'),
+           ('debug_print_plan', 'off'),
+           ('auto_explain.log_min_duration', '-1');
+$fn$;
+
+-- Applies zodan_quiet_settings to this session until the CALL's
+-- transaction ends (they are transaction-local: the DBA's session is
+-- back to its own settings afterwards).
+CREATE FUNCTION zodan_ci.zodan_quiet_logging()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM set_config(q.name, q.setting, true)
+       FROM zodan_ci.zodan_quiet_settings() q
+      WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND rolsuper);
+END;
+$fn$;
+
+-- The statement that applies zodan_quiet_settings to a session zodan
+-- opens on a node, for as long as that session lasts. Built here, not on
+-- the node, so that it works on a node without zodan installed.
+CREATE FUNCTION zodan_ci.zodan_quiet_statement()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT format('SELECT count(set_config(s.n, s.v, false)) FROM (VALUES %s) AS s(n, v) '
+                  'WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND rolsuper)',
+                  string_agg(format('(%L, %L)', q.name, q.setting), ', '))
+      FROM zodan_ci.zodan_quiet_settings() q;
+$fn$;
+
 CREATE FUNCTION zodan_ci.zodan_conn(node text)
 RETURNS text
 LANGUAGE sql IMMUTABLE STRICT
@@ -687,7 +749,8 @@ BEGIN
                   DETAIL = zodan_ci.zodan_redact(coalesce(nullif(det, ''), msg)),
                   HINT = format('Check that node %s is running and accepts connections from this host with that DSN (pg_hba.conf, .pgpass).', node);
     END;
-    -- The session never logs statement text: statements carry DSNs.
+    -- The session never logs statement text or parameters (see
+    -- zodan_quiet_settings): statements carry DSNs.
     -- AutoDDL stays off so nothing zodan does on one node is replayed on
     -- others. Keepalives let a node notice a vanished coordinator and
     -- release the cluster lock within seconds.
@@ -697,9 +760,7 @@ BEGIN
         'SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; '
         'SET spock.enable_ddl_replication = off; SET spock.include_ddl_repset = off',
         left(app, 63), timeout_s || 's', timeout_s || 's'));
-    PERFORM * FROM ext.dblink(conn,
-        'SELECT set_config(''log_statement'', ''none'', false), set_config(''log_min_error_statement'', ''panic'', false)
-           FROM pg_roles WHERE rolname = current_user AND rolsuper') AS t(a text, b text);
+    PERFORM * FROM ext.dblink(conn, zodan_ci.zodan_quiet_statement()) AS t(n bigint);
 END;
 $fn$;
 
@@ -745,6 +806,122 @@ EXCEPTION WHEN OTHERS THEN
                             det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
     RAISE EXCEPTION 'on node %: %', node, zodan_ci.zodan_redact(msg)
         USING ERRCODE = st, DETAIL = zodan_ci.zodan_redact(coalesce(det, '')), HINT = coalesce(hnt, '');
+END;
+$fn$;
+
+-- Runs a statement that carries a DSN (spock.node_create, sub_create, a
+-- connection test) on node. While it runs, that session shows no query
+-- text in pg_stat_activity (track_activities off) and writes no message
+-- to the server log (log_min_messages fatal): Spock's own errors quote
+-- the DSN whole ("dsn was: ..."). The error still reaches the caller,
+-- redacted, with the node's name.
+CREATE FUNCTION zodan_ci.zodan_exec_secret(node text, sql text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM zodan_ci.zodan_exec(node,
+        'SELECT set_config(''track_activities'', ''off'', false), set_config(''log_min_messages'', ''fatal'', false)
+           FROM pg_roles WHERE rolname = current_user AND rolsuper');
+    BEGIN
+        PERFORM zodan_ci.zodan_exec(node, sql);
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM zodan_ci.zodan_exec_secret_done(node);
+        RAISE;
+    END;
+    PERFORM zodan_ci.zodan_exec_secret_done(node);
+END;
+$fn$;
+
+-- Gives node's session its own track_activities and log_min_messages
+-- back. Never raises: after a failure the session may be gone.
+CREATE FUNCTION zodan_ci.zodan_exec_secret_done(node text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM zodan_ci.zodan_exec(node,
+        'SELECT set_config(name, reset_val, false) FROM pg_settings
+          WHERE name IN (''track_activities'', ''log_min_messages'')
+            AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND rolsuper)');
+EXCEPTION WHEN OTHERS THEN
+    NULL;
+END;
+$fn$;
+
+-- Tests, on node from_node, that it can open a connection (and with
+-- replication, a logical replication connection, as Spock's walsender
+-- needs) to dsn. Returns NULL when it can, else libpq's reason, redacted.
+CREATE FUNCTION zodan_ci.zodan_probe(from_node text, dsn text, replication boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    target text := zodan_ci.zodan_dsn_with_default(
+                       zodan_ci.zodan_dsn_with_default(dsn, 'connect_timeout', '10'),
+                       'application_name', 'zodan connection test');
+    msg text;
+    det text;
+BEGIN
+    IF replication THEN
+        target := zodan_ci.zodan_dsn_keywords(target) || ' replication=''database''';
+    END IF;
+    -- dblink's unnamed connection: a new one replaces any left behind.
+    PERFORM zodan_ci.zodan_exec_secret(from_node, format(
+        'SELECT ext.dblink_connect(%L), ext.dblink_disconnect()', target));
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    RETURN zodan_ci.zodan_redact(split_part(btrim(coalesce(nullif(det, ''), msg), E' \n'), E'\n', 1));
+END;
+$fn$;
+
+-- Before anything is created, the connections the join will need: every
+-- node to the new node (Spock's sub_create opens a normal and a
+-- replication connection to its provider), the new node to every node,
+-- and the new node to itself (sub_create tests its own DSN). Spock logs
+-- a failing DSN whole, so it must not be the one to find out. peers maps
+-- peer names to the DSNs the cluster knows them by; the new node reaches
+-- the source with src_dsn. Returns {tested: n, failed: ["from -> to
+-- (kind): reason", ...]}.
+CREATE FUNCTION zodan_ci.zodan_links(src text, src_dsn text, new text, new_dsn text, peers jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    targets jsonb := jsonb_build_object(src, src_dsn) || coalesce(peers, '{}'::jsonb);
+    node text;
+    repl boolean;
+    reason text;
+    tested integer := 0;
+    failed text[] := '{}'::text[];
+BEGIN
+    FOR node IN SELECT jsonb_object_keys(targets) ORDER BY 1 LOOP
+        FOREACH repl IN ARRAY ARRAY[false, true] LOOP
+            reason := zodan_ci.zodan_probe(node, new_dsn, repl);
+            tested := tested + 1;
+            IF reason IS NOT NULL THEN
+                failed := failed || format('%s -> %s (%s): %s', node, new,
+                    CASE WHEN repl THEN 'replication connection' ELSE 'connection' END, reason);
+            END IF;
+            reason := zodan_ci.zodan_probe(new, targets->>node, repl);
+            tested := tested + 1;
+            IF reason IS NOT NULL THEN
+                failed := failed || format('%s -> %s (%s): %s', new, node,
+                    CASE WHEN repl THEN 'replication connection' ELSE 'connection' END, reason);
+            END IF;
+        END LOOP;
+    END LOOP;
+    reason := zodan_ci.zodan_probe(new, new_dsn, false);
+    tested := tested + 1;
+    IF reason IS NOT NULL THEN
+        failed := failed || format('%s -> %s (its own DSN, which Spock tests): %s', new, new, reason);
+    END IF;
+    RETURN jsonb_build_object('tested', tested, 'failed', to_jsonb(failed));
 END;
 $fn$;
 
@@ -1715,6 +1892,17 @@ BEGIN
     END IF;
 
     IF check_type IN ('pre', 'add_node') THEN
+        -- Every connection the join opens works (zodan_links), tested
+        -- before Spock tries one and logs the DSN it failed with.
+        IF nf ? 'links' THEN
+            ok := jsonb_array_length(nf->'links'->'failed') = 0; check_name := 'node-connections';
+            detail := CASE WHEN ok THEN format('%s connections tested: every node reaches %s and %s reaches every node, normal and replication connections',
+                                               nf->'links'->>'tested', new, new)
+                           ELSE (SELECT string_agg(l, '; ') FROM jsonb_array_elements_text(nf->'links'->'failed') AS l)
+                                || format(' (the DSN a node is reached by is the one the cluster knows it by, in spock.node_interface; %s is reached by new_node_dsn. Check pg_hba.conf on the receiving node for both "host" and "replication" lines, and passwords.)', new) END;
+            RETURN NEXT;
+        END IF;
+
         -- The name is free and the new database is not a node yet.
         taken := CASE
             WHEN new = src THEN format('the new node cannot be named like the source (%s)', src)
@@ -2777,9 +2965,9 @@ DECLARE
     failed text[] := '{}'::text[];
     compare_new boolean;
 BEGIN
-    -- Statements that fail are not logged with their text: they carry DSNs.
-    PERFORM set_config('log_min_error_statement', 'panic', true)
-      FROM pg_roles WHERE rolname = current_user AND rolsuper;
+    -- Nothing this CALL runs is logged with its text or parameters: they
+    -- carry DSNs.
+    PERFORM zodan_ci.zodan_quiet_logging();
 
     IF kind NOT IN ('pre', 'post') THEN
         RAISE EXCEPTION 'check_type must be ''pre'' or ''post'', not %', quote_literal(check_type)
@@ -2803,6 +2991,12 @@ BEGIN
              ELSE format('node %s with source %s', new_node_name, src_node_name) END));
 
     cluster := zodan_ci.zodan_gather(ctx, src_node_name, src_dsn, new_node_name, new_node_dsn, false);
+    IF kind = 'pre' AND new_node_name IS NOT NULL AND cluster->'facts' ? new_node_name
+       AND cluster->'unreachable' = '{}'::jsonb THEN
+        cluster := jsonb_set(cluster, ARRAY['facts', new_node_name],
+            (cluster->'facts'->new_node_name)
+            || jsonb_build_object('links', zodan_ci.zodan_links(src_node_name, src_dsn, new_node_name, new_node_dsn, cluster->'peers')));
+    END IF;
     -- A node that joined must also hold what its source holds: 'post'
     -- adds the comparison (not run at all when compare_new is false).
     compare_new := kind = 'post' AND new_node_name IS NOT NULL AND cluster->'unreachable' = '{}'::jsonb
@@ -2921,9 +3115,9 @@ DECLARE
     cleanup text;
     st text; msg text; det text; hnt text;
 BEGIN
-    -- Statements that fail are not logged with their text: they carry DSNs.
-    PERFORM set_config('log_min_error_statement', 'panic', true)
-      FROM pg_roles WHERE rolname = current_user AND rolsuper;
+    -- Nothing this CALL runs is logged with its text or parameters: they
+    -- carry DSNs.
+    PERFORM zodan_ci.zodan_quiet_logging();
 
     IF src IS NULL OR src_dsn IS NULL OR joiner IS NULL OR new_node_dsn IS NULL THEN
         RAISE EXCEPTION 'src_node_name, src_dsn, new_node_name and new_node_dsn are required'
@@ -2982,7 +3176,8 @@ BEGIN
         END LOOP;
         -- A cleanup may have changed both (the copy's tables are gone from
         -- joiner; src is no longer a node if that attempt registered it).
-        nf := zodan_ci.zodan_facts(joiner);
+        nf := zodan_ci.zodan_facts(joiner)
+              || jsonb_build_object('links', zodan_ci.zodan_links(src, src_dsn, joiner, new_node_dsn, cluster->'peers'));
         cluster := jsonb_set(jsonb_set(cluster, ARRAY['facts', joiner], nf),
                              ARRAY['facts', src], zodan_ci.zodan_facts(src));
 
@@ -3021,12 +3216,12 @@ BEGIN
         ph := zodan_ci.zodan_phase_begin(ctx, 2, total, phase, format('Spock node %s%s', joiner,
             CASE WHEN source_registered THEN format(' and source node %s', src) ELSE '' END));
         IF source_registered THEN
-            PERFORM zodan_ci.zodan_exec(src, format('SELECT spock.node_create(node_name := %L, dsn := %L)', src, src_dsn));
+            PERFORM zodan_ci.zodan_exec_secret(src, format('SELECT spock.node_create(node_name := %L, dsn := %L)', src, src_dsn));
             PERFORM zodan_ci.zodan_exec(src, zodan_ci.zodan_default_repsets_sql());
             PERFORM zodan_ci.zodan_info(ctx, format('registered %s as a Spock node; its %s tables and sequences are in the default replication sets',
                 src, zodan_ci.zodan_value(src, 'SELECT (SELECT count(*) FROM spock.replication_set_table) + (SELECT count(*) FROM spock.replication_set_seq)')));
         END IF;
-        PERFORM zodan_ci.zodan_exec(joiner, format(
+        PERFORM zodan_ci.zodan_exec_secret(joiner, format(
             'SELECT spock.node_create(node_name := %L, dsn := %L, location := %L, country := %L, info := %L::jsonb)',
             joiner, new_node_dsn, new_node_location, new_node_country, coalesce(new_node_info, '{}')));
         PERFORM zodan_ci.zodan_phase_done(ctx, 2, total, phase, ph);
@@ -3056,7 +3251,7 @@ BEGIN
         FOREACH p IN ARRAY peers LOOP
             PERFORM zodan_ci.zodan_wait_lsn(ctx, src, zodan_ci.zodan_applied_probe(p), (peer_sync->p->>'sync_lsn')::pg_lsn,
                 format('%s to apply %s''s changes up to %s', src, p, peer_sync->p->>'sync_lsn'));
-            PERFORM zodan_ci.zodan_exec(joiner, format(
+            PERFORM zodan_ci.zodan_exec_secret(joiner, format(
                 'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
                         replication_sets := %L::text[], synchronize_structure := false,
                         synchronize_data := false, forward_origins := ''{}'', apply_delay := ''0'',
@@ -3079,7 +3274,7 @@ BEGIN
         -- With peers, S forwards their changes until the hand-over (phase
         -- 6), so that N applies them in S's order, before S's own changes
         -- that build on them.
-        PERFORM zodan_ci.zodan_exec(joiner, format(
+        PERFORM zodan_ci.zodan_exec_secret(joiner, format(
             'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
                     replication_sets := %L::text[], synchronize_structure := true,
                     synchronize_data := true, forward_origins := %L::text[], apply_delay := ''0'',
@@ -3139,7 +3334,7 @@ BEGIN
         ph := zodan_ci.zodan_phase_begin(ctx, 8, total, phase, format('%s subscribe to %s', array_to_string(everyone, ', '), joiner));
         spec := zodan_ci.zodan_repset_spec(joiner);
         FOREACH x IN ARRAY everyone LOOP
-            PERFORM zodan_ci.zodan_exec(x, format(
+            PERFORM zodan_ci.zodan_exec_secret(x, format(
                 'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
                         replication_sets := %L::text[], synchronize_structure := false,
                         synchronize_data := false, forward_origins := ''{}'', apply_delay := ''0'',
@@ -3351,8 +3546,9 @@ DECLARE
     cleanup text;
     st text; msg text; det text; hnt text;
 BEGIN
-    PERFORM set_config('log_min_error_statement', 'panic', true)
-      FROM pg_roles WHERE rolname = current_user AND rolsuper;
+    -- Nothing this CALL runs is logged with its text or parameters: they
+    -- carry DSNs.
+    PERFORM zodan_ci.zodan_quiet_logging();
     IF tgt IS NULL THEN
         RAISE EXCEPTION 'target_node_name is required' USING ERRCODE = 'invalid_parameter_value';
     END IF;
