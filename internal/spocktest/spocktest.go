@@ -95,6 +95,19 @@ func settingsFor(binDir string) (map[string]string, error) {
 	return settings, nil
 }
 
+// PostgresMajor is the major version of the PostgreSQL in binDir.
+func PostgresMajor(binDir string) (int, error) {
+	out, err := exec.Command(filepath.Join(binDir, "postgres"), "--version").Output()
+	if err != nil {
+		return 0, fmt.Errorf("asking %s for its version: %w", filepath.Join(binDir, "postgres"), err)
+	}
+	m := regexp.MustCompile(`(\d+)\.\d+`).FindStringSubmatch(string(out))
+	if m == nil {
+		return 0, fmt.Errorf("cannot read a version in %q", out)
+	}
+	return strconv.Atoi(m[1])
+}
+
 // Node is one Spock node.
 type Node struct {
 	Name    string
@@ -108,11 +121,26 @@ func (n *Node) DSN() string { return n.Cluster.DSN(Database) }
 // with the spock and dblink extensions, and installs zodan. The node is
 // not registered as a Spock node. The caller destroys it.
 func NewNode(ctx context.Context, binDir, name string) (*Node, error) {
+	return NewNodeWith(ctx, binDir, name, NodeOptions{})
+}
+
+// NodeOptions change how a node is set up.
+type NodeOptions struct {
+	// Password, when set, is the superuser's password, and TCP
+	// connections (replication ones too) must give it. DSN() carries it.
+	Password string
+	// Settings are added to (and override) the node's postgresql.conf.
+	Settings map[string]string
+}
+
+// NewNodeWith is NewNode with options.
+func NewNodeWith(ctx context.Context, binDir, name string, opts NodeOptions) (*Node, error) {
 	settings, err := settingsFor(binDir)
 	if err != nil {
 		return nil, err
 	}
-	c, err := pgtest.New(pgtest.Options{BinDir: binDir, Name: name, Settings: settings})
+	maps.Copy(settings, opts.Settings)
+	c, err := pgtest.New(pgtest.Options{BinDir: binDir, Name: name, Settings: settings, Password: opts.Password})
 	if err != nil {
 		return nil, err
 	}
@@ -281,6 +309,11 @@ func (c *Cluster) Destroy() {
 
 // StartNodes starts unregistered nodes named names, in parallel.
 func StartNodes(ctx context.Context, binDir string, names ...string) ([]*Node, error) {
+	return StartNodesWith(ctx, binDir, NodeOptions{}, names...)
+}
+
+// StartNodesWith is StartNodes with options for every node.
+func StartNodesWith(ctx context.Context, binDir string, opts NodeOptions, names ...string) ([]*Node, error) {
 	nodes := make([]*Node, len(names))
 	errs := make([]error, len(names))
 	var wg sync.WaitGroup
@@ -288,7 +321,7 @@ func StartNodes(ctx context.Context, binDir string, names ...string) ([]*Node, e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			nodes[i], errs[i] = NewNode(ctx, binDir, name)
+			nodes[i], errs[i] = NewNodeWith(ctx, binDir, name, opts)
 		}()
 	}
 	wg.Wait()
@@ -307,7 +340,12 @@ func StartNodes(ctx context.Context, binDir string, names ...string) ([]*Node, e
 // DBA would build a cluster by hand, then waits until every subscription
 // replicates.
 func NewMesh(ctx context.Context, binDir string, names ...string) (*Cluster, error) {
-	nodes, err := StartNodes(ctx, binDir, names...)
+	return NewMeshWith(ctx, binDir, NodeOptions{}, names...)
+}
+
+// NewMeshWith is NewMesh with options for every node.
+func NewMeshWith(ctx context.Context, binDir string, opts NodeOptions, names ...string) (*Cluster, error) {
+	nodes, err := StartNodesWith(ctx, binDir, opts, names...)
 	if err != nil {
 		return nil, err
 	}

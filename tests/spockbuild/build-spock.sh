@@ -16,7 +16,8 @@
 #                        /var/cache/zodan/spock for root: the test clusters
 #                        run as the postgres user, who cannot enter /root).
 #                        A build lives in <cache>/pg<v>-spock<v>-<checksum>,
-#                        keyed by both versions and both archives' SHA-256,
+#                        keyed by both versions, both archives' SHA-256 and
+#                        the recipe (what the script builds),
 #                        and is reused when present and complete.
 #   ZODAN_BUILD_JOBS     make -j (default: number of cores).
 #
@@ -91,7 +92,11 @@ fi
 
 pg_sum=$(sha256sum "$pg_path" | cut -c1-64)
 spock_sum=$(sha256sum "$spock_path" | cut -c1-64)
-key=$(printf '%s %s %s\n' "$pg_sum" "$spock_sum" "$(uname -m)" | sha256sum | cut -c1-12)
+# recipe names what this script builds: change it when the build changes
+# (another contrib module, other configure flags), so that no cached build
+# of an older recipe is taken for it.
+recipe="dblink auto_explain; openssl; no llvm"
+key=$(printf '%s %s %s %s\n' "$pg_sum" "$spock_sum" "$(uname -m)" "$recipe" | sha256sum | cut -c1-12)
 prefix=$cache/pg$pg_version-spock$spock_version-$key
 
 if [[ -f $prefix/.complete ]]; then
@@ -147,6 +152,9 @@ step "configuring PostgreSQL" sh -c "cd '$pgsrc' && ./configure --prefix='$prefi
 step "compiling PostgreSQL (make -j$jobs)" make -C "$pgsrc" -j"$jobs"
 step "installing PostgreSQL" make -C "$pgsrc" install
 step "compiling and installing dblink" make -C "$pgsrc/contrib/dblink" -j"$jobs" install
+# auto_explain: the end-to-end tests prove that no password reaches a log
+# whatever it is set to.
+step "compiling and installing auto_explain" make -C "$pgsrc/contrib/auto_explain" -j"$jobs" install
 step "compiling Spock $spock_version" make -C "$work/spock" -j"$jobs" PG_CONFIG="$prefix/bin/pg_config"
 # Serially: Spock's install target builds its spockctrl utility on the way,
 # and does not order that for parallel make.
