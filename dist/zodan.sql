@@ -944,13 +944,18 @@ BEGIN
     -- zodan_quiet_settings): statements carry DSNs.
     -- AutoDDL stays off so nothing zodan does on one node is replayed on
     -- others. Keepalives let a node notice a vanished coordinator and
-    -- release the cluster lock within seconds.
+    -- release the cluster lock within seconds. What zodan writes (the
+    -- journal, Spock's catalogs) survives a crash of the node even where
+    -- the server runs with synchronous_commit = off: the journal is what
+    -- the next run cleans up by. 'local' never waits for a standby.
     PERFORM public.dblink_exec(conn, format(
         'SET application_name = %L; SET statement_timeout = %L; SET lock_timeout = %L; '
         'SET idle_in_transaction_session_timeout = 0; '
         'SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; '
         'SET spock.enable_ddl_replication = off; SET spock.include_ddl_repset = off',
         left(app, 63), timeout_s || 's', timeout_s || 's'));
+    PERFORM * FROM public.dblink(conn,
+        'SELECT set_config(''synchronous_commit'', ''local'', false) WHERE current_setting(''synchronous_commit'') = ''off''') AS t(v text);
     PERFORM * FROM public.dblink(conn, spock.zodan_quiet_statement()) AS t(n bigint);
 END;
 $fn$;
@@ -3941,7 +3946,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'd1cc4a1437bb0961f77b2704e73d56e2cbb8ba98424709bd1f72efc700c56b0b',
+   SET zodan_version = '1.0.0', code_sha256 = 'af421098154e2b3499fe72bcfd689e53b7bb5eb97d575c5c19fe93dfb8b8be10',
        installed_at = now(), installed_by = current_user;
 
 
@@ -4719,13 +4724,18 @@ BEGIN
     -- zodan_quiet_settings): statements carry DSNs.
     -- AutoDDL stays off so nothing zodan does on one node is replayed on
     -- others. Keepalives let a node notice a vanished coordinator and
-    -- release the cluster lock within seconds.
+    -- release the cluster lock within seconds. What zodan writes (the
+    -- journal, Spock's catalogs) survives a crash of the node even where
+    -- the server runs with synchronous_commit = off: the journal is what
+    -- the next run cleans up by. 'local' never waits for a standby.
     PERFORM public.dblink_exec(conn, format(
         'SET application_name = %L; SET statement_timeout = %L; SET lock_timeout = %L; '
         'SET idle_in_transaction_session_timeout = 0; '
         'SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; '
         'SET spock.enable_ddl_replication = off; SET spock.include_ddl_repset = off',
         left(app, 63), timeout_s || 's', timeout_s || 's'));
+    PERFORM * FROM public.dblink(conn,
+        'SELECT set_config(''synchronous_commit'', ''local'', false) WHERE current_setting(''synchronous_commit'') = ''off''') AS t(v text);
     PERFORM * FROM public.dblink(conn, spock.zodan_quiet_statement()) AS t(n bigint);
 END;
 $fn$;
@@ -7716,7 +7726,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'd1cc4a1437bb0961f77b2704e73d56e2cbb8ba98424709bd1f72efc700c56b0b',
+   SET zodan_version = '1.0.0', code_sha256 = 'af421098154e2b3499fe72bcfd689e53b7bb5eb97d575c5c19fe93dfb8b8be10',
        installed_at = now(), installed_by = current_user;
 
 \endif

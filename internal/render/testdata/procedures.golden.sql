@@ -753,13 +753,18 @@ BEGIN
     -- zodan_quiet_settings): statements carry DSNs.
     -- AutoDDL stays off so nothing zodan does on one node is replayed on
     -- others. Keepalives let a node notice a vanished coordinator and
-    -- release the cluster lock within seconds.
+    -- release the cluster lock within seconds. What zodan writes (the
+    -- journal, Spock's catalogs) survives a crash of the node even where
+    -- the server runs with synchronous_commit = off: the journal is what
+    -- the next run cleans up by. 'local' never waits for a standby.
     PERFORM ext.dblink_exec(conn, format(
         'SET application_name = %L; SET statement_timeout = %L; SET lock_timeout = %L; '
         'SET idle_in_transaction_session_timeout = 0; '
         'SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; '
         'SET spock.enable_ddl_replication = off; SET spock.include_ddl_repset = off',
         left(app, 63), timeout_s || 's', timeout_s || 's'));
+    PERFORM * FROM ext.dblink(conn,
+        'SELECT set_config(''synchronous_commit'', ''local'', false) WHERE current_setting(''synchronous_commit'') = ''off''') AS t(v text);
     PERFORM * FROM ext.dblink(conn, zodan_ci.zodan_quiet_statement()) AS t(n bigint);
 END;
 $fn$;
