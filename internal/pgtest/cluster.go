@@ -207,38 +207,6 @@ func (c *Cluster) Restart() error {
 	return c.Start()
 }
 
-// Reload makes the server read its configuration files again
-// (pg_ctl reload). It returns once the signal is sent; the server applies
-// the files a moment later, so callers poll for the effect they need.
-func (c *Cluster) Reload() error {
-	out, err := c.run("pg_ctl", "-D", c.DataDir, "reload")
-	if err != nil {
-		return fmt.Errorf("reloading %s failed: %w\n%s", c.Name, err, out)
-	}
-	return nil
-}
-
-// SetHBAPrefix puts lines before the rules initdb wrote in pg_hba.conf
-// (replacing any prefix set before); the first matching rule wins, so
-// they can reject what the rest allows. Reload to apply.
-func (c *Cluster) SetHBAPrefix(lines ...string) error {
-	path := filepath.Join(c.DataDir, "pg_hba.conf")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	const begin, end = "# pgtest prefix begin\n", "# pgtest prefix end\n"
-	rest := string(b)
-	if i := strings.Index(rest, end); strings.HasPrefix(rest, begin) && i >= 0 {
-		rest = rest[i+len(end):]
-	}
-	prefix := ""
-	if len(lines) > 0 {
-		prefix = begin + strings.Join(lines, "\n") + "\n" + end
-	}
-	return os.WriteFile(path, []byte(prefix+rest), 0o600)
-}
-
 // Destroy stops the server and removes its directory.
 func (c *Cluster) Destroy() error {
 	err := c.stop("immediate")
