@@ -94,6 +94,9 @@ type State struct {
 	features render.Features
 }
 
+// Features are the node's features, which its procedures are rendered for.
+func (st State) Features() render.Features { return st.features }
+
 // Inspect reads the node's state without changing anything.
 func (in *Installer) Inspect(ctx context.Context) (State, error) {
 	st := State{Schema: in.schema, features: render.DefaultFeatures()}

@@ -380,7 +380,7 @@ Example:
 				if !ok {
 					return "", fmt.Errorf("%s, but its procedures differ: %s; zodan-install install repairs them", line, why)
 				}
-				return line + ", procedures as installed", nil
+				return line + ", procedures as installed, rendered for " + st.Features().Describe(), nil
 			})
 		},
 	}

@@ -221,8 +221,12 @@ func (c *Cluster) Destroy() error {
 func (c *Cluster) DSN(db string) string {
 	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s", c.Port, Superuser, db)
 	if c.opts.Password != "" {
-		// Quoted as libpq reads it: the password may hold anything.
-		dsn += " password='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(c.opts.Password) + "'"
+		pw := c.opts.Password
+		if strings.ContainsAny(pw, " \t\n\\'") {
+			// Quoted as libpq reads it.
+			pw = "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(pw) + "'"
+		}
+		dsn += " password=" + pw
 	}
 	return dsn
 }

@@ -30,6 +30,16 @@ type Features struct {
 	ProgressLSN string
 }
 
+// Describe says what the procedures were rendered for, as zodan-install
+// status shows it.
+func (f Features) Describe() string {
+	slots := "slots without failover"
+	if f.ServerVersionNum >= 170000 {
+		slots = "slots with failover, as Spock creates them on 17+"
+	}
+	return fmt.Sprintf("PostgreSQL %d (%s), spock.progress.%s", f.ServerVersionNum/10000, slots, f.ProgressLSN)
+}
+
 // MinSpockVersion is the oldest Spock release the procedures support.
 const MinSpockVersion = "5.0.9"
 
@@ -118,7 +128,6 @@ type templateData struct {
 
 type templateFeatures struct {
 	ServerMajor     int
-	FailoverSlots   bool
 	ProgressLSN     string
 	MinSpockVersion string
 }
@@ -165,7 +174,6 @@ func Procedures(opts Options) (string, error) {
 		CompareMaxBytes: CompareMaxBytes,
 		Features: templateFeatures{
 			ServerMajor:     f.ServerVersionNum / 10000,
-			FailoverSlots:   f.ServerVersionNum >= 170000,
 			ProgressLSN:     f.ProgressLSN,
 			MinSpockVersion: MinSpockVersion,
 		},

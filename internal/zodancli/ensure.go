@@ -3,6 +3,7 @@ package zodancli
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -53,9 +54,9 @@ func ensureProcedures(ctx context.Context, conn *pgx.Conn, op operation, say fun
 	if op.settings.noInstall {
 		return &exitError{code: exitFailed, msg: fmt.Sprintf(`%s: %s, and --no-install forbids installing them.
 Install them with:
-   zodan-install install --dsn '%s'%s
+   zodan-install install --dsn %s%s
 or run this command again without --no-install.`,
-			label, why, dsn.Mask(op.dsn), schemaFlagFor(schema))}
+			label, why, shellQuote(dsn.Mask(op.dsn)), schemaFlagFor(schema))}
 	}
 	res, err := in.Install(ctx)
 	if err != nil {
@@ -95,4 +96,10 @@ func schemaFlagFor(schema string) string {
 		return ""
 	}
 	return " --schema " + schema
+}
+
+// shellQuote quotes s for a POSIX shell, so that a printed command can be
+// pasted as it is.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

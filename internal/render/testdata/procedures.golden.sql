@@ -2,8 +2,9 @@
 -- zodan 1.0.0: add_node, remove_node and health_check for pgEdge Spock
 -- clusters, with their helpers, in schema zodan_ci.
 --
--- Rendered for PostgreSQL 17 (slots with failover),
--- Spock 5.0.9 or later (progress column remote_commit_lsn),
+-- Rendered for PostgreSQL 17, Spock 5.0.9 or later
+-- (progress column remote_commit_lsn; slots get failover where the
+-- provider runs PostgreSQL 17+, as Spock creates them),
 -- dblink in schema ext, default sync timeout 90 s.
 --
 -- Do not edit: generated from templates/*.sql.tmpl.
@@ -1696,6 +1697,7 @@ BEGIN
                (SELECT system_identifier FROM pg_control_system())::text AS sysid,
                current_setting('wal_level') AS wal_level,
                current_setting('track_commit_timestamp') AS track_commit_timestamp,
+               current_setting('output_plugin_libraries', true) AS output_plugins,
                current_setting('max_replication_slots')::int
                  - (SELECT count(*) FROM pg_replication_slots) AS free_slots,
                (SELECT coalesce(jsonb_agg(format('%I.%I', n.nspname, c.relname) ORDER BY 1), '[]')
@@ -1775,8 +1777,6 @@ DECLARE
     missing text[];
     taken text;
     reasons text[];
-    ref_mm integer[];
-    ref_pg integer;
     need integer;
     cluster_size integer := (SELECT count(*) FROM jsonb_object_keys(facts)) + (SELECT count(*) FROM jsonb_object_keys(unreachable));
 BEGIN
@@ -1793,40 +1793,68 @@ BEGIN
         RETURN NEXT;
     END IF;
 
-    -- Spock present and recent enough everywhere, same major.minor.
+    -- Spock present and recent enough everywhere. Versions may differ (a
+    -- rolling upgrade adds nodes of the newer release: Spock negotiates
+    -- its protocol, 4 for 5.0 and 5 for 6.0, both ways), but a new node
+    -- must not run an older major.minor than any node of the cluster.
     reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF f->>'spock' IS NULL THEN
             reasons := reasons || format('Spock is not installed on %s', node);
         ELSIF zodan_ci.zodan_version_parts(f->>'spock') < zodan_ci.zodan_version_parts('5.0.9') THEN
             reasons := reasons || format('%s has Spock %s, older than 5.0.9', node, f->>'spock');
-        ELSIF ref_mm IS NULL THEN
-            ref_mm := (zodan_ci.zodan_version_parts(f->>'spock'))[1:2];
-        ELSIF (zodan_ci.zodan_version_parts(f->>'spock'))[1:2] <> ref_mm THEN
-            reasons := reasons || format('Spock major.minor differs: %s',
-                (SELECT string_agg(format('%s has %s', key, value->>'spock'), ', ' ORDER BY key) FROM jsonb_each(facts)));
-            EXIT;
         END IF;
     END LOOP;
+    IF cardinality(reasons) = 0 AND check_type IN ('pre', 'add_node') AND nf IS NOT NULL THEN
+        FOR node, f IN SELECT key, value FROM jsonb_each(facts) WHERE key <> new ORDER BY key LOOP
+            IF (zodan_ci.zodan_version_parts(nf->>'spock'))[1:2] < (zodan_ci.zodan_version_parts(f->>'spock'))[1:2] THEN
+                reasons := reasons || format('%s has Spock %s, older than %s''s %s: a node can join a cluster of the same or an older Spock major.minor (that is how a rolling upgrade adds nodes of the new release), not a newer one; install Spock %s or later on %s',
+                                             new, nf->>'spock', node, f->>'spock',
+                                             array_to_string((zodan_ci.zodan_version_parts(f->>'spock'))[1:2], '.'), new);
+            END IF;
+        END LOOP;
+    END IF;
     ok := cardinality(reasons) = 0; check_name := 'spock-version';
-    detail := CASE WHEN ok THEN format('Spock %s on every node (major.minor must match, at least 5.0.9)',
-                                       (SELECT string_agg(DISTINCT value->>'spock', ', ') FROM jsonb_each(facts)))
-                   ELSE array_to_string(reasons, '; ') END;
+    detail := CASE WHEN NOT ok THEN array_to_string(reasons, '; ')
+                   WHEN (SELECT count(DISTINCT (zodan_ci.zodan_version_parts(value->>'spock'))[1:2]) FROM jsonb_each(facts)) = 1
+                   THEN format('Spock %s on every node (at least 5.0.9)',
+                               (SELECT string_agg(DISTINCT value->>'spock', ', ') FROM jsonb_each(facts)))
+                   ELSE format('Spock versions differ, as in a rolling upgrade: %s (every node at least 5.0.9%s)',
+                               (SELECT string_agg(format('%s has %s', key, value->>'spock'), ', ' ORDER BY key) FROM jsonb_each(facts)),
+                               CASE WHEN nf IS NOT NULL THEN format(', %s not older than any other', new) ELSE '' END) END;
     RETURN NEXT;
 
-    -- Same PostgreSQL major everywhere: the procedures are rendered for one.
-    ref_pg := NULL; reasons := '{}'::text[];
+    -- PostgreSQL majors may differ too, but the copy runs the new node's
+    -- pg_dump against the source, and pg_dump cannot read a newer server.
+    reasons := '{}'::text[];
+    IF check_type IN ('pre', 'add_node') AND nf IS NOT NULL AND sf IS NOT NULL
+       AND (nf->>'pgnum')::integer / 10000 < (sf->>'pgnum')::integer / 10000 THEN
+        reasons := reasons || format('%s runs PostgreSQL %s, older than the source %s''s %s: the copy runs %s''s pg_dump against %s, and pg_dump cannot read a newer server; add a node of PostgreSQL %s or later, or use a source of PostgreSQL %s',
+                                     new, nf->>'pgversion', src, sf->>'pgversion', new, src,
+                                     (sf->>'pgnum')::integer / 10000, (nf->>'pgnum')::integer / 10000);
+    END IF;
+    ok := cardinality(reasons) = 0; check_name := 'postgres-version';
+    detail := CASE WHEN NOT ok THEN array_to_string(reasons, '; ')
+                   WHEN (SELECT count(DISTINCT (value->>'pgnum')::integer / 10000) FROM jsonb_each(facts)) = 1
+                   THEN format('PostgreSQL %s on every node', (SELECT min((value->>'pgnum')::integer / 10000) FROM jsonb_each(facts)))
+                   ELSE format('PostgreSQL versions differ, as in a rolling upgrade: %s%s',
+                               (SELECT string_agg(format('%s has %s', key, value->>'pgversion'), ', ' ORDER BY key) FROM jsonb_each(facts)),
+                               CASE WHEN nf IS NOT NULL AND sf IS NOT NULL THEN format(' (%s not older than the source %s)', new, src) ELSE '' END) END;
+    RETURN NEXT;
+
+    -- Spock's output plugin may be loaded everywhere a slot will be made
+    -- (newer releases list the plugins allowed in output_plugin_libraries).
+    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
-        IF ref_pg IS NULL THEN
-            ref_pg := (f->>'pgnum')::integer / 10000;
-        ELSIF (f->>'pgnum')::integer / 10000 <> ref_pg THEN
-            reasons := reasons || format('%s has %s', node, f->>'pgversion');
+        IF f->>'output_plugins' IS NOT NULL
+           AND NOT 'spock_output' = ANY (SELECT btrim(p) FROM unnest(string_to_array(f->>'output_plugins', ',')) p) THEN
+            reasons := reasons || format('%s has output_plugin_libraries = ''%s'', without spock_output: Spock cannot create its slots there; add spock_output to that setting and reload',
+                                         node, f->>'output_plugins');
         END IF;
     END LOOP;
-    ok := cardinality(reasons) = 0; check_name := 'postgres-version';
-    detail := CASE WHEN ok THEN format('PostgreSQL %s on every node', ref_pg)
-                   ELSE 'PostgreSQL major versions differ: ' ||
-                        (SELECT string_agg(format('%s has %s', key, value->>'pgversion'), ', ' ORDER BY key) FROM jsonb_each(facts)) END;
+    ok := cardinality(reasons) = 0; check_name := 'output-plugin';
+    detail := CASE WHEN ok THEN 'spock_output can be loaded on every node'
+                   ELSE array_to_string(reasons, '; ') END;
     RETURN NEXT;
 
     -- Logical decoding and commit timestamps (Spock's conflict resolution).
@@ -3244,9 +3272,16 @@ BEGIN
                 PERFORM zodan_ci.zodan_exec(p, format('SELECT pg_drop_replication_slot(%L)', slot));
                 PERFORM zodan_ci.zodan_info(ctx, format('dropped leftover slot %s on %s', slot, p));
             END IF;
+            -- The slot is made as Spock makes its own on that node: with
+            -- failover on PostgreSQL 17+, where Spock 6.0 always asks for
+            -- it and Spock 5.0 when spock.use_native_failover_slots is on
+            -- (the setting exists only in 5.0). Decided per peer: a
+            -- cluster in a rolling upgrade mixes versions.
             slot_lsn := zodan_ci.zodan_value(p, format(
-                'SELECT lsn FROM pg_create_logical_replication_slot(%L, %L, false, false,
-                        coalesce(current_setting(''spock.use_native_failover_slots'', true), ''off'')::boolean)',
+                CASE WHEN zodan_ci.zodan_value(p, 'SHOW server_version_num')::integer >= 170000 THEN
+                    'SELECT lsn FROM pg_create_logical_replication_slot(%L, %L, false, false,
+                            coalesce(current_setting(''spock.use_native_failover_slots'', true), ''on'')::boolean)'
+                ELSE 'SELECT lsn FROM pg_create_logical_replication_slot(%L, %L)' END,
                 slot, 'spock_output'))::pg_lsn;
             -- A commit on p after the slot, which src must have applied
             -- before the copy's snapshot is taken.
