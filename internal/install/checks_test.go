@@ -65,8 +65,18 @@ func TestChecksVerdicts(t *testing.T) {
 		check string
 		want  string
 	}{
-		{"PostgreSQL majors differ", func(f map[string]any) { f["n2"] = node("n2", map[string]any{"pgnum": 160003, "pgversion": "16.3"}) },
-			"postgres-version", "n2 has 16.3"},
+		{"new node on an older PostgreSQL than the source", func(f map[string]any) {
+			f["n1"] = node("n1", map[string]any{"pgnum": 160003, "pgversion": "16.3"})
+		}, "postgres-version", "n4 runs PostgreSQL 15.18, older than the source n1's 16.3: the copy runs n4's pg_dump against n1"},
+		{"new node on an older Spock than a peer", func(f map[string]any) { f["n2"] = node("n2", map[string]any{"spock": "6.0.0"}) },
+			"spock-version", "n4 has Spock 5.0.11, older than n2 (6.0.0): a node may not join a cluster that runs a newer Spock major.minor; install Spock 6.0 on n4"},
+		{"new node on a newer Spock than its source", func(f map[string]any) { f["n4"].(map[string]any)["spock"] = "6.0.0" },
+			"spock-version", "n4 has Spock 6.0.0, its source n1 has Spock 5.0.11: the initial copy needs the same Spock major.minor on both ends"},
+		{"spock_output not allowed", func(f map[string]any) { f["n2"] = node("n2", map[string]any{"output_plugins": "pgoutput, test_decoding"}) },
+			"output-plugin", "n2 has output_plugin_libraries = 'pgoutput, test_decoding', without spock_output"},
+		{"a connection the join needs fails", func(f map[string]any) {
+			f["n4"].(map[string]any)["links"] = map[string]any{"tested": 9, "failed": []string{"n2 -> n4 (replication connection): FATAL: no"}}
+		}, "node-connections", "n2 -> n4 (replication connection): FATAL: no"},
 		{"Spock too old", func(f map[string]any) { f["n2"] = node("n2", map[string]any{"spock": "5.0.4"}) },
 			"spock-version", "n2 has Spock 5.0.4, older than 5.0.9"},
 		{"Spock missing", func(f map[string]any) { f["n4"].(map[string]any)["spock"] = nil },

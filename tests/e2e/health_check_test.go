@@ -73,7 +73,7 @@ func TestHealthCheck(t *testing.T) {
 		// What the catalog says is what the check reads.
 		exec(t, n4, `UPDATE pg_extension SET extversion = '5.1.0' WHERE extname = 'spock'`)
 		defer exec(t, n4, `UPDATE pg_extension SET extversion = $1 WHERE extname = 'spock'`, value[string](t, n1, `SELECT extversion FROM pg_extension WHERE extname = 'spock'`))
-		mustFail(t, "pre-check", pre(), "ZDH01", "Spock major.minor differs", "n4 has 5.1.0")
+		mustFail(t, "pre-check", pre(), "ZDH01", "spock-version: n4 has Spock 5.1.0")
 	})
 
 	t.Run("unreachable node", func(t *testing.T) {

@@ -1777,6 +1777,7 @@ DECLARE
     missing text[];
     taken text;
     reasons text[];
+    ref_mm integer[];
     need integer;
     cluster_size integer := (SELECT count(*) FROM jsonb_object_keys(facts)) + (SELECT count(*) FROM jsonb_object_keys(unreachable));
 BEGIN
@@ -1805,14 +1806,27 @@ BEGIN
             reasons := reasons || format('%s has Spock %s, older than 5.0.9', node, f->>'spock');
         END IF;
     END LOOP;
-    IF cardinality(reasons) = 0 AND check_type IN ('pre', 'add_node') AND nf IS NOT NULL THEN
-        FOR node, f IN SELECT key, value FROM jsonb_each(facts) WHERE key <> new ORDER BY key LOOP
-            IF (zodan_ci.zodan_version_parts(nf->>'spock'))[1:2] < (zodan_ci.zodan_version_parts(f->>'spock'))[1:2] THEN
-                reasons := reasons || format('%s has Spock %s, older than %s''s %s: a node can join a cluster of the same or an older Spock major.minor (that is how a rolling upgrade adds nodes of the new release), not a newer one; install Spock %s or later on %s',
-                                             new, nf->>'spock', node, f->>'spock',
-                                             array_to_string((zodan_ci.zodan_version_parts(f->>'spock'))[1:2], '.'), new);
-            END IF;
-        END LOOP;
+    IF cardinality(reasons) = 0 AND check_type IN ('pre', 'add_node') AND nf IS NOT NULL AND sf IS NOT NULL THEN
+        SELECT string_agg(format('%s (%s)', key, value->>'spock'), ', ' ORDER BY key),
+               max((zodan_ci.zodan_version_parts(value->>'spock'))[1:2])
+          INTO taken, ref_mm
+          FROM jsonb_each(facts)
+         WHERE key <> new
+           AND (zodan_ci.zodan_version_parts(value->>'spock'))[1:2] > (zodan_ci.zodan_version_parts(nf->>'spock'))[1:2];
+        IF taken IS NOT NULL THEN
+            reasons := reasons || format('%s has Spock %s, older than %s: a node may not join a cluster that runs a newer Spock major.minor; install Spock %s on %s',
+                                         new, nf->>'spock', taken, array_to_string(ref_mm, '.'), new);
+        ELSIF (zodan_ci.zodan_version_parts(nf->>'spock'))[1:2] <> (zodan_ci.zodan_version_parts(sf->>'spock'))[1:2] THEN
+            -- Spock 6.0 takes its initial copy with functions that only a
+            -- 6.0 provider has (spock.read_peer_progress); a 6.0 join from
+            -- a 5.0 source would retry the copy until the timeout.
+            reasons := reasons || format('%s has Spock %s, its source %s has Spock %s: the initial copy needs the same Spock major.minor on both ends (Spock %s reads the source''s state with functions of its own release). The other nodes may run older releases, since Spock negotiates its protocol: use a source already on Spock %s (upgrade one node in place first), or give %s Spock %s',
+                                         new, nf->>'spock', src, sf->>'spock',
+                                         array_to_string((zodan_ci.zodan_version_parts(nf->>'spock'))[1:2], '.'),
+                                         array_to_string((zodan_ci.zodan_version_parts(nf->>'spock'))[1:2], '.'),
+                                         new, array_to_string((zodan_ci.zodan_version_parts(sf->>'spock'))[1:2], '.'));
+        END IF;
+        taken := NULL;
     END IF;
     ok := cardinality(reasons) = 0; check_name := 'spock-version';
     detail := CASE WHEN NOT ok THEN array_to_string(reasons, '; ')
