@@ -10,6 +10,9 @@ SPOCK_VERSION ?= 5.0.11
 # E2E_RUN selects end-to-end tests by name (go test -run), E2E_COUNT
 # repeats them (a race that shows one time in five is still a bug).
 E2E_RUN ?= .
+# The newer release a rolling upgrade moves to (make test-upgrade).
+NEXT_PG ?= 18.6
+NEXT_SPOCK_VERSION ?= 6.0.0
 E2E_COUNT ?= 1
 # How long "make test" fuzzes the DSN parser and masker (go test -fuzztime).
 FUZZ_TIME ?= 10s
@@ -17,7 +20,7 @@ FUZZ_TIME ?= 10s
 # The bin directory of the Spock build to test against, built on demand.
 SPOCK_BINDIR_CMD = $${ZODAN_SPOCK_BINDIR:-$$(tests/spockbuild/build-spock.sh $(SPOCK_PG) $(SPOCK_VERSION))}
 
-.PHONY: all build test fuzz vet spock test-e2e bench demo render clean
+.PHONY: all build test fuzz vet spock test-e2e test-upgrade bench demo render clean
 
 all: build
 
@@ -47,6 +50,14 @@ spock:
 test-e2e:
 	bindir="$(SPOCK_BINDIR_CMD)" && \
 	ZODAN_SPOCK_BINDIR="$$bindir" $(GO) test -tags e2e -count=$(E2E_COUNT) -run '$(E2E_RUN)' -v -timeout $(E2E_TIMEOUT) ./tests/e2e/
+
+# A cluster of PostgreSQL $(SPOCK_PG) + Spock $(SPOCK_VERSION) under write load
+# meets a node of $(NEXT_PG) + Spock $(NEXT_SPOCK_VERSION) (built on demand, or
+# ZODAN_SPOCK_NEXT_BINDIR), then loses an old node (TestRollingUpgrade).
+test-upgrade:
+	bindir="$(SPOCK_BINDIR_CMD)" && \
+	next="$${ZODAN_SPOCK_NEXT_BINDIR:-$$(tests/spockbuild/build-spock.sh $(NEXT_PG) $(NEXT_SPOCK_VERSION))}" && \
+	ZODAN_SPOCK_BINDIR="$$bindir" ZODAN_SPOCK_NEXT_BINDIR="$$next" $(GO) test -tags e2e -count=1 -run '^TestRollingUpgrade$$' -v -timeout $(E2E_TIMEOUT) ./tests/e2e/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
