@@ -2068,6 +2068,9 @@ $fn$;
 -- ---------------------------------------------------------------------------
 
 -- The query that describes a node's replication sets as one jsonb value.
+-- pgEdge ACE's schema is node-local state that Spock's copy always leaves
+-- out (5.0's AutoDDL may still have put its tables in a set): it is no
+-- part of what a new node must replicate.
 CREATE FUNCTION zodan_ci.zodan_repset_spec_query()
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -2088,7 +2091,8 @@ AS $fn$
                      JOIN spock.replication_set rs ON rs.set_id = rst.set_id
                      JOIN spock.local_node ln ON ln.node_id = rs.set_nodeid
                      JOIN pg_class c ON c.oid = rst.set_reloid
-                     JOIN pg_namespace n ON n.oid = c.relnamespace),
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname <> 'pgedge_ace'),
         'sequences', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                         'set', rs.set_name, 'relation', format('%I.%I', n.nspname, c.relname))
                         ORDER BY rs.set_name, n.nspname, c.relname), '[]')
@@ -2096,7 +2100,8 @@ AS $fn$
                      JOIN spock.replication_set rs ON rs.set_id = rss.set_id
                      JOIN spock.local_node ln ON ln.node_id = rs.set_nodeid
                      JOIN pg_class c ON c.oid = rss.set_seqoid
-                     JOIN pg_namespace n ON n.oid = c.relnamespace)) AS spec
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname <> 'pgedge_ace')) AS spec
     $q$;
 $fn$;
 
@@ -2146,6 +2151,11 @@ DECLARE
     tables integer := 0;
     sequences integer := 0;
     missing text[] := '{}'::text[];
+    left_out text[] := '{}'::text[];
+    node_local text[];
+    reserved text[];
+    blocked text[];
+    never_in_sets text[];
 BEGIN
     FOR r IN SELECT rs.set_name, rst.set_reloid
                FROM spock.replication_set_table rst
@@ -2178,11 +2188,33 @@ BEGIN
         dropped := dropped + 1;
     END LOOP;
 
+    -- Schemas Spock's copy leaves out, as it decides it on this (the
+    -- subscribing) node: node-local state such as pgEdge ACE's, Spock's
+    -- own and its companions', and with Spock 6.0 what spock.reserved_object
+    -- marks exclude_from_dump. Their relations are not here to add.
+    -- Of those, some never belong in a replication set here, even where
+    -- this node has its own (pgEdge ACE's state; with 6.0 what the
+    -- catalog marks block_in_repset).
+    node_local := ARRAY['pgedge_ace', 'spock', 'snowflake', 'lolor'];
+    never_in_sets := ARRAY['pgedge_ace'];
+    IF to_regclass('spock.reserved_object') IS NOT NULL THEN
+        EXECUTE 'SELECT coalesce(array_agg(name::text) FILTER (WHERE exclude_from_dump), ''{}''),
+                        coalesce(array_agg(name::text) FILTER (WHERE block_in_repset), ''{}'')
+                   FROM spock.reserved_object WHERE kind = ''schema'''
+           INTO reserved, blocked;
+        node_local := node_local || reserved;
+        never_in_sets := never_in_sets || blocked;
+    END IF;
+
     FOR r IN SELECT t->>'set' AS set_name, t->>'relation' AS rel, t->>'row_filter' AS row_filter,
                     CASE WHEN jsonb_typeof(t->'columns') = 'array'
                          THEN ARRAY(SELECT jsonb_array_elements_text(t->'columns')) END AS cols
                FROM jsonb_array_elements(spec->'tables') t LOOP
-        IF to_regclass(r.rel) IS NULL THEN
+        IF (parse_ident(r.rel))[1] = ANY (never_in_sets)
+           OR to_regclass(r.rel) IS NULL AND (parse_ident(r.rel))[1] = ANY (node_local) THEN
+            left_out := left_out || r.rel;
+            CONTINUE;
+        ELSIF to_regclass(r.rel) IS NULL THEN
             missing := missing || r.rel;
             CONTINUE;
         END IF;
@@ -2190,7 +2222,11 @@ BEGIN
         tables := tables + 1;
     END LOOP;
     FOR r IN SELECT q->>'set' AS set_name, q->>'relation' AS rel FROM jsonb_array_elements(spec->'sequences') q LOOP
-        IF to_regclass(r.rel) IS NULL THEN
+        IF (parse_ident(r.rel))[1] = ANY (never_in_sets)
+           OR to_regclass(r.rel) IS NULL AND (parse_ident(r.rel))[1] = ANY (node_local) THEN
+            left_out := left_out || r.rel;
+            CONTINUE;
+        ELSIF to_regclass(r.rel) IS NULL THEN
             missing := missing || r.rel;
             CONTINUE;
         END IF;
@@ -2202,8 +2238,11 @@ BEGIN
             USING ERRCODE = 'ZDC04',
                   HINT = 'Were they created in a schema that already existed on the new node (and so was skipped by the copy)?';
     END IF;
-    RETURN format('%s sets created, %s updated, %s dropped; %s tables and %s sequences assigned',
-                  created, altered, dropped, tables, sequences);
+    RETURN format('%s sets created, %s updated, %s dropped; %s tables and %s sequences assigned%s',
+                  created, altered, dropped, tables, sequences,
+                  CASE WHEN cardinality(left_out) > 0
+                       THEN format(' (left out, as Spock''s copy leaves their schemas out: %s)', array_to_string(left_out, ', '))
+                       ELSE '' END);
 END;
 $fn$;
 
