@@ -25,10 +25,10 @@ COMMENT ON TABLE {{.schema}}.zodan_code_object IS
 REVOKE ALL ON {{.schema}}.zodan_install, {{.schema}}.zodan_code_object FROM PUBLIC;
 
 INSERT INTO {{.schema}}.zodan_install (zodan_version, code_sha256, dblink_created)
-SELECT {{.version_literal}}, '', NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'dblink');
-
+SELECT {{.version_literal}}, '', {{ if .create_dblink }}NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'dblink'){{ else }}false{{ end }};
+{{ if .create_dblink }}
 CREATE EXTENSION IF NOT EXISTS dblink SCHEMA {{.dblink_schema}};
-
+{{ end }}
 {{ template "shared/install_code.sql" . }}
 
 ---- create above / drop below ----

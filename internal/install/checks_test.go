@@ -72,7 +72,9 @@ func TestChecksVerdicts(t *testing.T) {
 			"spock-version", "n4 has Spock 5.0.11, older than n2 (6.0.0): a node may not join a cluster that runs a newer Spock major.minor; install Spock 6.0 on n4"},
 		{"new node on a newer Spock than its source", func(f map[string]any) { f["n4"].(map[string]any)["spock"] = "6.0.0" },
 			"spock-version", "n4 has Spock 6.0.0, its source n1 has Spock 5.0.11: the initial copy needs the same Spock major.minor on both ends"},
-		{"spock_output not allowed", func(f map[string]any) { f["n2"] = node("n2", map[string]any{"output_plugins": "pgoutput, test_decoding"}) },
+		{"spock_output not allowed", func(f map[string]any) {
+			f["n2"] = node("n2", map[string]any{"output_plugins": "pgoutput, test_decoding"})
+		},
 			"output-plugin", "n2 has output_plugin_libraries = 'pgoutput, test_decoding', without spock_output"},
 		{"a connection the join needs fails", func(f map[string]any) {
 			f["n4"].(map[string]any)["links"] = map[string]any{"tested": 9, "failed": []string{"n2 -> n4 (replication connection): FATAL: no"}}

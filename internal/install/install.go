@@ -47,6 +47,10 @@ type Installer struct {
 	conn   *pgx.Conn
 	schema string
 	render render.Options
+	// script: rendering the psql script, which, like upstream's, leaves
+	// creating the dblink extension to the DBA (runbooks create it after
+	// loading the script, and CREATE EXTENSION would then fail).
+	script bool
 }
 
 // New returns an installer for the node behind conn. schema receives the
@@ -345,6 +349,7 @@ func (in *Installer) templateData(st State) (map[string]any, error) {
 		"schema":              in.schema,
 		"schema_literal":      quoteLiteral(in.schema),
 		"dblink_schema":       ro.Dblink,
+		"create_dblink":       !in.script,
 		"version_literal":     quoteLiteral(zodan.Version),
 		"code":                code,
 		"code_sha256_literal": quoteLiteral(sha),

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/zodan-project/zodan"
 	"github.com/zodan-project/zodan/internal/install"
@@ -329,4 +330,41 @@ func TestScriptRefusesOtherVersion(t *testing.T) {
 	if st.Version != 1 {
 		t.Errorf("version is %d after the refused script, want 1", st.Version)
 	}
+}
+
+// The script leaves dblink to the DBA, as upstream's does: runbooks load
+// it and then run CREATE EXTENSION dblink, which must still work; a CALL
+// before that says what is missing and how to fix it.
+func TestScriptLeavesDblinkToTheDBA(t *testing.T) {
+	t.Parallel()
+	c := pgtest.Shared(t)
+	db := c.Database(t)
+	c.Exec(t, db, "CREATE SCHEMA "+testSchema)
+	file, script := writeScript(t, render.Options{Schema: testSchema})
+	if strings.Contains(script, "CREATE EXTENSION IF NOT EXISTS dblink") {
+		t.Error("the script creates the dblink extension")
+	}
+	if _, errOut, code := runPsql(t, c, db, file); code != 0 {
+		t.Fatalf("psql -f zodan.sql without dblink exited %d: %s", code, errOut)
+	}
+	conn := c.Connect(t, db)
+	_, err := conn.Exec(ctxT(t), "CALL "+testSchema+".health_check('n1', 'host=h password=s3cret')")
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) || pg.Code != "42883" || !strings.Contains(pg.Message, "the dblink extension is not installed in schema public") ||
+		!strings.Contains(pg.Hint, "CREATE EXTENSION dblink SCHEMA public;") {
+		t.Fatalf("health_check without dblink: want 42883 naming the fix, got %v (hint %q)", err, hintOf(err))
+	}
+	c.Exec(t, db, "CREATE EXTENSION dblink")
+	var created bool
+	if err := conn.QueryRow(ctxT(t), "SELECT dblink_created FROM "+testSchema+".zodan_install").Scan(&created); err != nil || created {
+		t.Errorf("zodan_install.dblink_created = %v (%v) after the script: uninstall would drop the DBA's dblink", created, err)
+	}
+}
+
+func hintOf(err error) string {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Hint
+	}
+	return ""
 }

@@ -706,6 +706,23 @@ AS $fn$
       FROM zodan_ci.zodan_quiet_settings() q;
 $fn$;
 
+-- Fails clearly where dblink is missing: the psql script, like upstream's,
+-- leaves creating the extension to the DBA. The public procedures call
+-- this before anything else.
+CREATE FUNCTION zodan_ci.zodan_require_dblink()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF to_regprocedure('ext.dblink_connect(text,text)') IS NULL THEN
+        RAISE EXCEPTION 'the dblink extension is not installed in schema ext of database %', current_database()
+            USING ERRCODE = 'undefined_function',
+                  HINT = 'zodan talks to the nodes through dblink: run CREATE EXTENSION dblink SCHEMA ext; on every node (zodan-install install does it), then CALL again.';
+    END IF;
+END;
+$fn$;
+
 CREATE FUNCTION zodan_ci.zodan_conn(node text)
 RETURNS text
 LANGUAGE sql IMMUTABLE STRICT
@@ -780,6 +797,9 @@ AS $fn$
 DECLARE
     c text;
 BEGIN
+    IF to_regprocedure('ext.dblink_get_connections()') IS NULL THEN
+        RETURN; -- no dblink, no connections (error handlers call this too)
+    END IF;
     FOREACH c IN ARRAY coalesce(ext.dblink_get_connections(), '{}') LOOP
         IF c LIKE 'zodan/%' THEN
             PERFORM ext.dblink_disconnect(c);
@@ -3054,6 +3074,7 @@ BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
     PERFORM zodan_ci.zodan_quiet_logging();
+    PERFORM zodan_ci.zodan_require_dblink();
 
     IF kind NOT IN ('pre', 'post') THEN
         RAISE EXCEPTION 'check_type must be ''pre'' or ''post'', not %', quote_literal(check_type)
@@ -3204,6 +3225,7 @@ BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
     PERFORM zodan_ci.zodan_quiet_logging();
+    PERFORM zodan_ci.zodan_require_dblink();
 
     IF src IS NULL OR src_dsn IS NULL OR joiner IS NULL OR new_node_dsn IS NULL THEN
         RAISE EXCEPTION 'src_node_name, src_dsn, new_node_name and new_node_dsn are required'
@@ -3642,6 +3664,7 @@ BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
     PERFORM zodan_ci.zodan_quiet_logging();
+    PERFORM zodan_ci.zodan_require_dblink();
     IF tgt IS NULL THEN
         RAISE EXCEPTION 'target_node_name is required' USING ERRCODE = 'invalid_parameter_value';
     END IF;
