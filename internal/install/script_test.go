@@ -136,7 +136,7 @@ func TestScriptLoadsWithPsql(t *testing.T) {
 	if len(want) < 40 {
 		t.Fatalf("the script creates only %d routines in %s", len(want), testSchema)
 	}
-	for _, p := range []string{"add_node", "remove_node", "health_check"} {
+	for _, p := range render.PublicProcedures {
 		if kinds[p] != "p" {
 			t.Errorf("the script does not create PROCEDURE %s.%s", testSchema, p)
 		}

@@ -40,6 +40,11 @@ func (f Features) Describe() string {
 	return fmt.Sprintf("PostgreSQL %d (%s), spock.progress.%s", f.ServerVersionNum/10000, slots, f.ProgressLSN)
 }
 
+// PublicProcedures are the routines DBAs call, with upstream Zodan's names
+// and signatures; every other routine is a helper named zodan_*, so that
+// none can clash with Spock's own functions.
+var PublicProcedures = []string{"add_node", "remove_node", "health_check", "check_spock_version_compatibility"}
+
 // MinSpockVersion is the oldest Spock release the procedures support.
 const MinSpockVersion = "5.0.9"
 

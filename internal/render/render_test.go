@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -185,7 +186,7 @@ func TestProceduresDefaults(t *testing.T) {
 		if m[2] != "spock" {
 			t.Errorf("%s %s.%s is not in schema spock", m[1], m[2], m[3])
 		}
-		if m[3] != "add_node" && m[3] != "remove_node" && m[3] != "health_check" && !strings.HasPrefix(m[3], "zodan_") {
+		if !slices.Contains(render.PublicProcedures, m[3]) && !strings.HasPrefix(m[3], "zodan_") {
 			t.Errorf("%s %s.%s: helpers must be named zodan_* so they cannot clash with Spock's own functions", m[1], m[2], m[3])
 		}
 		if seen[m[3]] {
@@ -193,7 +194,7 @@ func TestProceduresDefaults(t *testing.T) {
 		}
 		seen[m[3]] = true
 	}
-	for _, p := range []string{"add_node", "remove_node", "health_check"} {
+	for _, p := range render.PublicProcedures {
 		if !seen[p] {
 			t.Errorf("no CREATE for %s", p)
 		}

@@ -74,6 +74,18 @@ func TestHealthCheck(t *testing.T) {
 		exec(t, n4, `UPDATE pg_extension SET extversion = '5.1.0' WHERE extname = 'spock'`)
 		defer exec(t, n4, `UPDATE pg_extension SET extversion = $1 WHERE extname = 'spock'`, value[string](t, n1, `SELECT extversion FROM pg_extension WHERE extname = 'spock'`))
 		mustFail(t, "pre-check", pre(), "ZDH01", "spock-version: n4 has Spock 5.1.0")
+		// Upstream's public helper, which its tests and runbooks call.
+		mustFail(t, "check_spock_version_compatibility", n4.Call(testContext(t),
+			`CALL spock.check_spock_version_compatibility($1, $2)`, n1.DSN(), n4.DSN()),
+			"ZDC01", "Spock version mismatch: (new node) has Spock 5.1.0")
+	})
+
+	t.Run("check_spock_version_compatibility", func(t *testing.T) {
+		res := n4.Call(testContext(t), `CALL spock.check_spock_version_compatibility(src_dsn => $1, new_node_dsn => $2, verb => true)`, n1.DSN(), n4.DSN())
+		mustSucceed(t, "check_spock_version_compatibility", res)
+		if !strings.Contains(res.Messages(), "Version check passed: Spock ") {
+			t.Errorf("verb => true says nothing:\n%s", res.Messages())
+		}
 	})
 
 	t.Run("unreachable node", func(t *testing.T) {

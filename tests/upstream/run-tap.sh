@@ -120,7 +120,7 @@ keep=${ZODAN_TAP_KEEP:-0}
 cleanup() {
 	stop_nodes
 	if [[ $keep == 1 ]]; then
-		rm -rf "$work/nodes" "$work/pg" "$work/lolor-src"
+		rm -rf "$work/nodes" "$work/pg" "$work/lolor-src" "$work/contrib"
 		say "logs kept in $work/logs"
 	else
 		rm -rf "$work"
@@ -189,17 +189,64 @@ cat >"$z0dan/zodremove.sql" <<'EOF'
 -- Intentionally empty: zodan's spock.remove_node is installed by zodan.sql.
 EOF
 
-# --- Lolor for 033 (optional) ------------------------------------------------
-# 033's ensure_lolor() accepts lolor when lolor.control is in pg_config's
-# sharedir, and otherwise clones GitHub and installs into the build (which
-# the server user cannot write). With ZODAN_LOLOR_SOURCE we install lolor
-# into a private copy of the build (PostgreSQL installations are
-# relocatable), so the cached build stays as build-spock.sh made it.
-if [[ -n ${ZODAN_LOLOR_SOURCE:-} ]]; then
+# --- Which tests -----------------------------------------------------------------
+# Default: every Zodan test of this Spock version, except those driving the
+# Python zodan.py (010 at 5.0), which would test upstream's Python, not our
+# procedures.
+tests=()
+if ((${#requested_tests[@]} == 0)); then
+	for f in "$tap"/t/*zodan*.pl; do
+		if grep -q 'zodan\.py' "$f"; then
+			say "leaving out $(basename "$f"): it runs upstream's zodan.py, not the SQL procedures"
+			continue
+		fi
+		tests+=("$(basename "$f" .pl)")
+	done
+else
+	for t in "${requested_tests[@]}"; do
+		t=$(basename "$t" .pl)
+		m=("$tap"/t/"$t"*.pl)
+		[[ -f ${m[0]} ]] || die "no test $t in Spock $spock_version"
+		((${#m[@]} == 1)) || die "test $t is ambiguous: ${m[*]##*/}"
+		tests+=("$(basename "${m[0]}" .pl)")
+	done
+fi
+
+test_files=()
+for t in "${tests[@]}"; do test_files+=("$tap/t/$t.pl"); done
+
+# --- Extensions the tests need beyond build-spock.sh's build ------------------
+# 012 runs CREATE EXTENSION amcheck on n1 (and the schema copy then needs it
+# on the new nodes too); build-spock.sh builds only dblink and auto_explain
+# of contrib. 033 needs lolor: its ensure_lolor() accepts lolor when
+# lolor.control is in pg_config's sharedir, and otherwise clones GitHub
+# (which CI cannot reach) and installs into the build (which the server user
+# cannot write), then skips itself. Either is installed here into a private
+# copy of the build (PostgreSQL installations are relocatable), so that the
+# cached build stays exactly what build-spock.sh made.
+private_copy() {
+	[[ -d $work/pg ]] && return 0
+	local prefix
 	prefix=$(cd "$bindir/.." && pwd)
-	say "installing lolor from $ZODAN_LOLOR_SOURCE into a copy of $prefix"
+	say "copying $prefix to add extensions"
 	cp -a "$prefix" "$work/pg"
 	bindir=$work/pg/bin
+}
+sharedir() { "$bindir/pg_config" --sharedir; }
+if grep -qi 'CREATE EXTENSION amcheck' "${test_files[@]}" /dev/null &&
+	[[ ! -f $(sharedir)/extension/amcheck.control ]]; then
+	if [[ $sources == download ]]; then pg_archive=$cache/archives/postgresql-$pg_version.tar.bz2; else pg_archive=$sources/postgresql-$pg_version.tar.bz2; fi
+	[[ -f $pg_archive ]] || die "$pg_archive not found (needed to build contrib/amcheck)"
+	private_copy
+	say "building contrib/amcheck from $(basename "$pg_archive")"
+	mkdir -p "$work/contrib"
+	tar -xjf "$pg_archive" -C "$work/contrib" --strip-components=2 "postgresql-$pg_version/contrib/amcheck"
+	make -C "$work/contrib/amcheck" USE_PGXS=1 PG_CONFIG="$bindir/pg_config" install >"$work/logs/amcheck_build.log" 2>&1 ||
+		{ tail -n 20 "$work/logs/amcheck_build.log" >&2; die "building amcheck failed"; }
+fi
+if [[ -n ${ZODAN_LOLOR_SOURCE:-} ]] && grep -q 'ensure_lolor()' "${test_files[@]}" /dev/null; then
+	private_copy
+	say "building lolor from $ZODAN_LOLOR_SOURCE"
 	mkdir -p "$work/lolor-src"
 	if [[ -d $ZODAN_LOLOR_SOURCE ]]; then
 		cp -a "$ZODAN_LOLOR_SOURCE"/. "$work/lolor-src"
@@ -245,29 +292,6 @@ sed -i -e "s#/tmp/tmp_spock_node#$work/nodes/tmp_spock_node#g" \
 
 if [[ $(id -u) == 0 ]]; then
 	chown -R "$os_user" "$work"
-fi
-
-# --- Which tests -----------------------------------------------------------------
-# Default: every Zodan test of this Spock version, except those driving the
-# Python zodan.py (010 at 5.0), which would test upstream's Python, not our
-# procedures.
-tests=()
-if ((${#requested_tests[@]} == 0)); then
-	for f in "$tap"/t/*zodan*.pl; do
-		if grep -q 'zodan\.py' "$f"; then
-			say "leaving out $(basename "$f"): it runs upstream's zodan.py, not the SQL procedures"
-			continue
-		fi
-		tests+=("$(basename "$f" .pl)")
-	done
-else
-	for t in "${requested_tests[@]}"; do
-		t=$(basename "$t" .pl)
-		m=("$tap"/t/"$t"*.pl)
-		[[ -f ${m[0]} ]] || die "no test $t in Spock $spock_version"
-		((${#m[@]} == 1)) || die "test $t is ambiguous: ${m[*]##*/}"
-		tests+=("$(basename "${m[0]}" .pl)")
-	done
 fi
 
 say "PostgreSQL $pg_version + Spock $spock_version ($bindir), ports from $base_port"

@@ -3845,3 +3845,73 @@ $proc$;
 COMMENT ON PROCEDURE zodan_ci.remove_node(text, text, boolean, interval) IS
     'zodan: removes a node from the cluster; runs on that node or on any other node, also when the node is down';
 
+-- ---------------------------------------------------------------------------
+-- Public helpers that upstream's Zodan script defines and that its tests
+-- and runbooks call, with upstream's names, signatures and meaning. They
+-- are built on zodan's own checks, so they apply the same rules.
+-- ---------------------------------------------------------------------------
+
+-- Raises "Spock version mismatch: ..." unless the new node can join the
+-- cluster of the source by version: every node runs Spock
+-- 5.0.9 or later, the new node the same major.minor as the source, and
+-- no node a newer major.minor than the new node (see health_check's
+-- spock-version check). With verb, says what it found.
+CREATE PROCEDURE zodan_ci.check_spock_version_compatibility(
+    src_dsn text,
+    new_node_dsn text,
+    verb boolean DEFAULT false)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    app text := 'zodan check_spock_version_compatibility';
+    timeout_s integer := zodan_ci.zodan_sync_timeout();
+    facts jsonb := '{}'::jsonb;
+    src text;
+    r record;
+    c record;
+    reasons text[] := '{}'::text[];
+BEGIN
+    PERFORM zodan_ci.zodan_quiet_logging();
+    PERFORM zodan_ci.zodan_require_dblink();
+    IF src_dsn IS NULL OR new_node_dsn IS NULL THEN
+        RAISE EXCEPTION 'src_dsn and new_node_dsn are required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM zodan_ci.zodan_disconnect_all();
+    BEGIN
+        PERFORM zodan_ci.zodan_connect('(new node)', new_node_dsn, app, timeout_s);
+        facts := jsonb_build_object('(new node)', zodan_ci.zodan_facts('(new node)'));
+        PERFORM zodan_ci.zodan_connect('(source)', src_dsn, app, timeout_s);
+        src := coalesce(zodan_ci.zodan_facts('(source)')->>'local_node', '(source)');
+        IF src <> '(source)' THEN
+            PERFORM zodan_ci.zodan_connect(src, src_dsn, app, timeout_s);
+        END IF;
+        facts := facts || jsonb_build_object(src, zodan_ci.zodan_facts(src));
+        IF facts->src->>'spock' IS NOT NULL AND src <> '(source)' THEN
+            FOR r IN SELECT * FROM zodan_ci.zodan_cluster_nodes(src) WHERE name <> src LOOP
+                PERFORM zodan_ci.zodan_connect(r.name, r.dsn, app, timeout_s);
+                facts := facts || jsonb_build_object(r.name, zodan_ci.zodan_facts(r.name));
+            END LOOP;
+        END IF;
+        FOR c IN SELECT * FROM zodan_ci.zodan_checks('pre', src, '(new node)', ARRAY(SELECT jsonb_object_keys(facts) EXCEPT SELECT '(new node)'),
+                                                   facts, '{}'::jsonb)
+                  WHERE check_name = 'spock-version' LOOP
+            IF NOT c.ok THEN
+                reasons := reasons || c.detail;
+            ELSIF verb THEN
+                RAISE NOTICE 'Version check passed: %', c.detail;
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM zodan_ci.zodan_disconnect_all();
+        RAISE;
+    END;
+    PERFORM zodan_ci.zodan_disconnect_all();
+    IF cardinality(reasons) > 0 THEN
+        RAISE EXCEPTION 'Spock version mismatch: %', array_to_string(reasons, '; ')
+            USING ERRCODE = 'ZDC01',
+                  HINT = 'Every node needs Spock 5.0.9 or later; a new node needs its source''s Spock major.minor.';
+    END IF;
+END;
+$fn$;
+
