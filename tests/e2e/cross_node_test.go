@@ -104,25 +104,8 @@ func TestJoinKeepsCrossNodeChanges(t *testing.T) {
 		t.Logf("%s: %s", n.Name, strings.Join(parts, ", "))
 	}
 
-	// Exactly the committed rows: none lost, none applied twice.
-	var wantOrders int64
-	for _, v := range res.Orders {
-		wantOrders += v
-	}
-	wantOrders -= res.Deleted
+	exactlyTheCommittedRows(t, res, all)
 	for _, n := range all {
-		if got := value[int64](t, n, `SELECT count(*) FROM orders`); got != wantOrders {
-			t.Errorf("%s has %d orders, want %d (%v inserted, %d deleted)", n.Name, got, wantOrders, res.Orders, res.Deleted)
-		}
-		for origin, want := range res.Events {
-			if got := value[int64](t, n, `SELECT count(*) FROM events WHERE origin = $1`, origin); got != want {
-				t.Errorf("%s has %d events from %s, want %d", n.Name, got, origin, want)
-			}
-		}
-		if got := value[int64](t, n, `SELECT count(*) FROM spock.exception_log`); got != 0 {
-			t.Errorf("%s's spock.exception_log has %d entries: %s", n.Name, got,
-				value[string](t, n, `SELECT string_agg(DISTINCT error_message, ' | ') FROM spock.exception_log`))
-		}
 		if log := n.Cluster.ReadLog(); strings.Contains(log, "did not find row") {
 			t.Errorf("%s's server log has %d \"did not find row\" lines", n.Name, strings.Count(log, "did not find row"))
 		}
@@ -140,6 +123,33 @@ func TestJoinKeepsCrossNodeChanges(t *testing.T) {
 	for _, want := range []string{"phase 6/10 hand-over", "phase 10/10 compare", "discarded-transactions: no new entries"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("add_node's progress lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// exactlyTheCommittedRows checks every node against what the cross-node
+// load committed: every order (less the deleted ones) and every event of
+// every origin, none lost and none applied twice, and no transaction
+// discarded (spock.exception_log is empty).
+func exactlyTheCommittedRows(t *testing.T, res spocktest.CrossLoadResult, ns []*spocktest.Node) {
+	t.Helper()
+	var wantOrders int64
+	for _, v := range res.Orders {
+		wantOrders += v
+	}
+	wantOrders -= res.Deleted
+	for _, n := range ns {
+		if got := value[int64](t, n, `SELECT count(*) FROM orders`); got != wantOrders {
+			t.Errorf("%s has %d orders, want %d (%v inserted, %d deleted)", n.Name, got, wantOrders, res.Orders, res.Deleted)
+		}
+		for origin, want := range res.Events {
+			if got := value[int64](t, n, `SELECT count(*) FROM events WHERE origin = $1`, origin); got != want {
+				t.Errorf("%s has %d events from %s, want %d", n.Name, got, origin, want)
+			}
+		}
+		if got := value[int64](t, n, `SELECT count(*) FROM spock.exception_log`); got != 0 {
+			t.Errorf("%s's spock.exception_log has %d entries: %s", n.Name, got,
+				value[string](t, n, `SELECT string_agg(DISTINCT error_message, ' | ') FROM spock.exception_log`))
 		}
 	}
 }
