@@ -208,7 +208,7 @@ func (in *Installer) checkPrerequisites(st State) error {
 			return errors.New("the spock extension is not installed in this database; run CREATE EXTENSION spock first (zodan needs Spock " + render.MinSpockVersion + " or later)")
 		}
 		if VersionLess(st.SpockVersion, render.MinSpockVersion) {
-			return fmt.Errorf("Spock %s is installed, zodan needs %s or later; upgrade Spock on every node first", st.SpockVersion, render.MinSpockVersion)
+			return fmt.Errorf("this node runs Spock %s, zodan needs %s or later; upgrade Spock on every node first", st.SpockVersion, render.MinSpockVersion)
 		}
 	}
 	if !st.SchemaExists {

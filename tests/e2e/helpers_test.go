@@ -196,14 +196,3 @@ func noTraces(t *testing.T, name string, ns ...*spocktest.Node) {
 		}
 	}
 }
-
-// others returns ns without the node called name.
-func others(ns []*spocktest.Node, name string) []*spocktest.Node {
-	var out []*spocktest.Node
-	for _, n := range ns {
-		if n.Name != name {
-			out = append(out, n)
-		}
-	}
-	return out
-}
