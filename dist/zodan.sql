@@ -871,15 +871,18 @@ AS $fn$
            ('auto_explain.log_min_duration', '-1');
 $fn$;
 
--- Applies zodan_quiet_settings to this session until the CALL's
--- transaction ends (they are transaction-local: the DBA's session is
--- back to its own settings afterwards).
-CREATE FUNCTION spock.zodan_quiet_logging()
+-- Prepares the CALL's session, until its transaction ends (the settings
+-- are transaction-local: the DBA's session is back to its own after):
+-- zodan_quiet_settings, and ISO dates, because timestamps written into
+-- statements for other sessions must read back the same there whatever
+-- the DBA's DateStyle (with 'SQL, DMY' a journal entry would not parse).
+CREATE FUNCTION spock.zodan_prepare_session()
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    PERFORM set_config('datestyle', 'ISO, MDY', true), set_config('intervalstyle', 'postgres', true);
     PERFORM set_config(q.name, q.setting, true)
        FROM spock.zodan_quiet_settings() q
       WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND rolsuper);
@@ -3267,7 +3270,7 @@ DECLARE
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
-    PERFORM spock.zodan_quiet_logging();
+    PERFORM spock.zodan_prepare_session();
     PERFORM spock.zodan_require_dblink();
 
     IF kind NOT IN ('pre', 'post') THEN
@@ -3418,7 +3421,7 @@ DECLARE
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
-    PERFORM spock.zodan_quiet_logging();
+    PERFORM spock.zodan_prepare_session();
     PERFORM spock.zodan_require_dblink();
 
     IF src IS NULL OR src_dsn IS NULL OR joiner IS NULL OR new_node_dsn IS NULL THEN
@@ -3856,7 +3859,7 @@ DECLARE
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
-    PERFORM spock.zodan_quiet_logging();
+    PERFORM spock.zodan_prepare_session();
     PERFORM spock.zodan_require_dblink();
     IF tgt IS NULL THEN
         RAISE EXCEPTION 'target_node_name is required' USING ERRCODE = 'invalid_parameter_value';
@@ -4065,7 +4068,7 @@ DECLARE
     c record;
     reasons text[] := '{}'::text[];
 BEGIN
-    PERFORM spock.zodan_quiet_logging();
+    PERFORM spock.zodan_prepare_session();
     PERFORM spock.zodan_require_dblink();
     IF src_dsn IS NULL OR new_node_dsn IS NULL THEN
         RAISE EXCEPTION 'src_dsn and new_node_dsn are required' USING ERRCODE = 'invalid_parameter_value';
@@ -4131,7 +4134,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'b6295077c1e49d11c4ae1832feba58fecf37ed36eb1c355d86367acc28629451',
+   SET zodan_version = '1.0.0', code_sha256 = '2f2c14300e56250e3766162f87adc6c9131a42756a3f73b383a289e2f0275525',
        installed_at = now(), installed_by = current_user;
 
 
@@ -4833,15 +4836,18 @@ AS $fn$
            ('auto_explain.log_min_duration', '-1');
 $fn$;
 
--- Applies zodan_quiet_settings to this session until the CALL's
--- transaction ends (they are transaction-local: the DBA's session is
--- back to its own settings afterwards).
-CREATE FUNCTION spock.zodan_quiet_logging()
+-- Prepares the CALL's session, until its transaction ends (the settings
+-- are transaction-local: the DBA's session is back to its own after):
+-- zodan_quiet_settings, and ISO dates, because timestamps written into
+-- statements for other sessions must read back the same there whatever
+-- the DBA's DateStyle (with 'SQL, DMY' a journal entry would not parse).
+CREATE FUNCTION spock.zodan_prepare_session()
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    PERFORM set_config('datestyle', 'ISO, MDY', true), set_config('intervalstyle', 'postgres', true);
     PERFORM set_config(q.name, q.setting, true)
        FROM spock.zodan_quiet_settings() q
       WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND rolsuper);
@@ -7229,7 +7235,7 @@ DECLARE
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
-    PERFORM spock.zodan_quiet_logging();
+    PERFORM spock.zodan_prepare_session();
     PERFORM spock.zodan_require_dblink();
 
     IF kind NOT IN ('pre', 'post') THEN
@@ -7380,7 +7386,7 @@ DECLARE
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
-    PERFORM spock.zodan_quiet_logging();
+    PERFORM spock.zodan_prepare_session();
     PERFORM spock.zodan_require_dblink();
 
     IF src IS NULL OR src_dsn IS NULL OR joiner IS NULL OR new_node_dsn IS NULL THEN
@@ -7818,7 +7824,7 @@ DECLARE
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
-    PERFORM spock.zodan_quiet_logging();
+    PERFORM spock.zodan_prepare_session();
     PERFORM spock.zodan_require_dblink();
     IF tgt IS NULL THEN
         RAISE EXCEPTION 'target_node_name is required' USING ERRCODE = 'invalid_parameter_value';
@@ -8027,7 +8033,7 @@ DECLARE
     c record;
     reasons text[] := '{}'::text[];
 BEGIN
-    PERFORM spock.zodan_quiet_logging();
+    PERFORM spock.zodan_prepare_session();
     PERFORM spock.zodan_require_dblink();
     IF src_dsn IS NULL OR new_node_dsn IS NULL THEN
         RAISE EXCEPTION 'src_dsn and new_node_dsn are required' USING ERRCODE = 'invalid_parameter_value';
@@ -8093,7 +8099,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = 'b6295077c1e49d11c4ae1832feba58fecf37ed36eb1c355d86367acc28629451',
+   SET zodan_version = '1.0.0', code_sha256 = '2f2c14300e56250e3766162f87adc6c9131a42756a3f73b383a289e2f0275525',
        installed_at = now(), installed_by = current_user;
 
 \endif

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,7 +26,16 @@ func TestGrowFromOneToFourNodes(t *testing.T) {
 	mustSucceed(t, "add_node n2 from n1", n2.AddNode(testContext(t), n1))
 	rowsEverywhere(t, "after n2", n1, n2)
 
-	mustSucceed(t, "add_node n3 from n1", n3.AddNode(testContext(t), n1))
+	// From psql, in a session with European dates: the journal, which is
+	// written through other sessions, must still record every phase.
+	dmy := dbaCall(testContext(t), n3, fmt.Sprintf("SET DateStyle = 'SQL, DMY'; CALL spock.add_node('n1', '%s', 'n3', '%s')", n1.DSN(), n3.DSN()))
+	mustSucceed(t, "add_node n3 from n1 with DateStyle SQL, DMY", dmy)
+	if strings.Contains(dmy.Messages(), "could not update the operation journal") {
+		t.Errorf("with DateStyle SQL, DMY the journal was not written:\n%s", dmy.Messages())
+	}
+	if got := value[string](t, n3, `SELECT state || ' ' || (phase_durations IS NOT NULL) FROM spock.zodan_operations ORDER BY op_id DESC LIMIT 1`); got != "succeeded true" {
+		t.Errorf("with DateStyle SQL, DMY the journal on n3 shows %q", got)
+	}
 	rowsEverywhere(t, "after n3", n1, n2, n3)
 
 	// The source need not be the first node.

@@ -677,15 +677,18 @@ AS $fn$
            ('auto_explain.log_min_duration', '-1');
 $fn$;
 
--- Applies zodan_quiet_settings to this session until the CALL's
--- transaction ends (they are transaction-local: the DBA's session is
--- back to its own settings afterwards).
-CREATE FUNCTION zodan_ci.zodan_quiet_logging()
+-- Prepares the CALL's session, until its transaction ends (the settings
+-- are transaction-local: the DBA's session is back to its own after):
+-- zodan_quiet_settings, and ISO dates, because timestamps written into
+-- statements for other sessions must read back the same there whatever
+-- the DBA's DateStyle (with 'SQL, DMY' a journal entry would not parse).
+CREATE FUNCTION zodan_ci.zodan_prepare_session()
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    PERFORM set_config('datestyle', 'ISO, MDY', true), set_config('intervalstyle', 'postgres', true);
     PERFORM set_config(q.name, q.setting, true)
        FROM zodan_ci.zodan_quiet_settings() q
       WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND rolsuper);
@@ -3073,7 +3076,7 @@ DECLARE
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
-    PERFORM zodan_ci.zodan_quiet_logging();
+    PERFORM zodan_ci.zodan_prepare_session();
     PERFORM zodan_ci.zodan_require_dblink();
 
     IF kind NOT IN ('pre', 'post') THEN
@@ -3224,7 +3227,7 @@ DECLARE
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
-    PERFORM zodan_ci.zodan_quiet_logging();
+    PERFORM zodan_ci.zodan_prepare_session();
     PERFORM zodan_ci.zodan_require_dblink();
 
     IF src IS NULL OR src_dsn IS NULL OR joiner IS NULL OR new_node_dsn IS NULL THEN
@@ -3663,7 +3666,7 @@ DECLARE
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
-    PERFORM zodan_ci.zodan_quiet_logging();
+    PERFORM zodan_ci.zodan_prepare_session();
     PERFORM zodan_ci.zodan_require_dblink();
     IF tgt IS NULL THEN
         RAISE EXCEPTION 'target_node_name is required' USING ERRCODE = 'invalid_parameter_value';
@@ -3872,7 +3875,7 @@ DECLARE
     c record;
     reasons text[] := '{}'::text[];
 BEGIN
-    PERFORM zodan_ci.zodan_quiet_logging();
+    PERFORM zodan_ci.zodan_prepare_session();
     PERFORM zodan_ci.zodan_require_dblink();
     IF src_dsn IS NULL OR new_node_dsn IS NULL THEN
         RAISE EXCEPTION 'src_dsn and new_node_dsn are required' USING ERRCODE = 'invalid_parameter_value';
