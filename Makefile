@@ -20,7 +20,7 @@ FUZZ_TIME ?= 10s
 # The bin directory of the Spock build to test against, built on demand.
 SPOCK_BINDIR_CMD = $${ZODAN_SPOCK_BINDIR:-$$(tests/spockbuild/build-spock.sh $(SPOCK_PG) $(SPOCK_VERSION))}
 
-.PHONY: all build test fuzz vet spock test-e2e test-upgrade bench demo render clean
+.PHONY: all build test fuzz vet spock test-e2e test-upgrade test-upstream bench demo render clean
 
 all: build
 
@@ -63,6 +63,13 @@ test-upgrade:
 	bindir="$(SPOCK_BINDIR_CMD)" && \
 	next="$${ZODAN_SPOCK_NEXT_BINDIR:-$$(tests/spockbuild/build-spock.sh $(NEXT_PG) $(NEXT_SPOCK_VERSION))}" && \
 	ZODAN_SPOCK_BINDIR="$$bindir" ZODAN_SPOCK_NEXT_BINDIR="$$next" $(GO) test -tags e2e -count=1 -run '^TestRollingUpgrade$$' -v -timeout $(E2E_TIMEOUT) ./tests/e2e/
+
+# Spock's own TAP tests for Zodan (from the Spock archive), run against our
+# psql script in place of upstream's (tests/upstream/run-tap.sh); e.g.
+# make test-upstream UPSTREAM_TESTS="009 011".
+UPSTREAM_TESTS ?=
+test-upstream:
+	bindir="$(SPOCK_BINDIR_CMD)" && ZODAN_SPOCK_BINDIR="$$bindir" tests/upstream/run-tap.sh $(SPOCK_PG) $(SPOCK_VERSION) $(UPSTREAM_TESTS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

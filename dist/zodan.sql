@@ -1076,8 +1076,9 @@ $fn$;
 
 -- Tests, on node from_node, that it can open a connection (and with
 -- replication, a logical replication connection, as Spock's walsender
--- needs) to dsn. Returns NULL when it can, else libpq's reason, redacted.
-CREATE FUNCTION spock.zodan_probe(from_node text, dsn text, replication boolean)
+-- needs) to dsn, with the dblink extension installed there in schema
+-- dblink_schema. Returns NULL when it can, else libpq's reason, redacted.
+CREATE FUNCTION spock.zodan_probe(from_node text, dblink_schema text, dsn text, replication boolean)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1094,7 +1095,7 @@ BEGIN
     END IF;
     -- dblink's unnamed connection: a new one replaces any left behind.
     PERFORM spock.zodan_exec_secret(from_node, format(
-        'SELECT public.dblink_connect(%L), public.dblink_disconnect()', target));
+        'SELECT %1$I.dblink_connect(%2$L), %1$I.dblink_disconnect()', dblink_schema, target));
     RETURN NULL;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
@@ -1108,8 +1109,11 @@ $fn$;
 -- and the new node to itself (sub_create tests its own DSN). Spock logs
 -- a failing DSN whole, so it must not be the one to find out. peers maps
 -- peer names to the DSNs the cluster knows them by; the new node reaches
--- the source with src_dsn. Returns {tested: n, failed: ["from -> to
--- (kind): reason", ...]}.
+-- the source with src_dsn. A node can test its own connections only with
+-- dblink, which zodan needs on the new node alone (as upstream's Zodan):
+-- where a node has none, its connections to the new node are left to
+-- Spock and reported as untested. Returns {tested: n, failed: ["from ->
+-- to (kind): reason", ...], untested: ["from -> to", ...]}.
 CREATE FUNCTION spock.zodan_links(src text, src_dsn text, new text, new_dsn text, peers jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -1118,20 +1122,28 @@ AS $fn$
 DECLARE
     targets jsonb := jsonb_build_object(src, src_dsn) || coalesce(peers, '{}'::jsonb);
     node text;
+    node_dblink text;
     repl boolean;
     reason text;
     tested integer := 0;
     failed text[] := '{}'::text[];
+    untested text[] := '{}'::text[];
 BEGIN
     FOR node IN SELECT jsonb_object_keys(targets) ORDER BY 1 LOOP
+        node_dblink := spock.zodan_value(node,
+            'SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = ''dblink''');
         FOREACH repl IN ARRAY ARRAY[false, true] LOOP
-            reason := spock.zodan_probe(node, new_dsn, repl);
-            tested := tested + 1;
-            IF reason IS NOT NULL THEN
-                failed := failed || format('%s -> %s (%s): %s', node, new,
-                    CASE WHEN repl THEN 'replication connection' ELSE 'connection' END, reason);
+            IF node_dblink IS NULL THEN
+                untested := untested || format('%s -> %s', node, new);
+            ELSE
+                reason := spock.zodan_probe(node, node_dblink, new_dsn, repl);
+                tested := tested + 1;
+                IF reason IS NOT NULL THEN
+                    failed := failed || format('%s -> %s (%s): %s', node, new,
+                        CASE WHEN repl THEN 'replication connection' ELSE 'connection' END, reason);
+                END IF;
             END IF;
-            reason := spock.zodan_probe(new, targets->>node, repl);
+            reason := spock.zodan_probe(new, 'public', targets->>node, repl);
             tested := tested + 1;
             IF reason IS NOT NULL THEN
                 failed := failed || format('%s -> %s (%s): %s', new, node,
@@ -1139,12 +1151,13 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
-    reason := spock.zodan_probe(new, new_dsn, false);
+    reason := spock.zodan_probe(new, 'public', new_dsn, false);
     tested := tested + 1;
     IF reason IS NOT NULL THEN
         failed := failed || format('%s -> %s (its own DSN, which Spock tests): %s', new, new, reason);
     END IF;
-    RETURN jsonb_build_object('tested', tested, 'failed', to_jsonb(failed));
+    RETURN jsonb_build_object('tested', tested, 'failed', to_jsonb(failed),
+                              'untested', to_jsonb(ARRAY(SELECT DISTINCT u FROM unnest(untested) u ORDER BY 1)));
 END;
 $fn$;
 
@@ -1943,6 +1956,13 @@ BEGIN
                (SELECT count(*) FROM pg_locks
                  WHERE locktype = 'advisory' AND classid = 2054120545 AND objid = 1
                    AND objsubid = 2 AND granted) > 0 AS zodan_locked,
+               EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'lolor') AS lolor,
+               -- lolor's tables exist only with the extension: read them
+               -- through query_to_xml, which CASE evaluates only then.
+               CASE WHEN EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'lolor') THEN
+                   (xpath('/row/n/text()', query_to_xml(
+                       'SELECT (SELECT count(*) FROM lolor.pg_largeobject) + (SELECT count(*) FROM lolor.pg_largeobject_metadata) AS n',
+                       false, true, '')))[1]::text::bigint END AS lolor_rows,
                (SELECT application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                  WHERE l.locktype = 'advisory' AND l.classid = 2054120545 AND l.objid = 1
                    AND l.objsubid = 2 AND l.granted LIMIT 1) AS zodan_lock_holder
@@ -2160,10 +2180,36 @@ BEGIN
         -- before Spock tries one and logs the DSN it failed with.
         IF nf ? 'links' THEN
             ok := jsonb_array_length(nf->'links'->'failed') = 0; check_name := 'node-connections';
-            detail := CASE WHEN ok THEN format('%s connections tested: every node reaches %s and %s reaches every node, normal and replication connections',
-                                               nf->'links'->>'tested', new, new)
+            detail := CASE WHEN ok AND jsonb_array_length(coalesce(nf->'links'->'untested', '[]')) = 0
+                           THEN format('%s connections tested: every node reaches %s and %s reaches every node, normal and replication connections',
+                                       nf->'links'->>'tested', new, new)
+                           WHEN ok
+                           THEN format('%s connections tested, normal and replication; not tested, for want of dblink there (Spock tests them when it subscribes): %s',
+                                       nf->'links'->>'tested',
+                                       (SELECT string_agg(u, ', ') FROM jsonb_array_elements_text(nf->'links'->'untested') AS u))
                            ELSE (SELECT string_agg(l, '; ') FROM jsonb_array_elements_text(nf->'links'->'failed') AS l)
                                 || format(' (the DSN a node is reached by is the one the cluster knows it by, in spock.node_interface; %s is reached by new_node_dsn. Check pg_hba.conf on the receiving node for both "host" and "replication" lines, and passwords.)', new) END;
+            RETURN NEXT;
+        END IF;
+
+        -- Large objects (pgEdge's lolor): where the source replicates them,
+        -- the copy needs lolor on the new node, with its tables empty;
+        -- found out here, not after a long copy.
+        IF sf IS NOT NULL THEN
+            reasons := '{}'::text[];
+            IF coalesce(sf->'replicated_schemas', '[]') ? 'lolor' AND NOT coalesce((nf->>'lolor')::boolean, false) THEN
+                reasons := reasons || format('the source %s replicates large objects (lolor tables), but database %s on %s does not have the lolor extension installed. Please run CREATE EXTENSION lolor on the new node first',
+                                             src, nf->>'db', new);
+            END IF;
+            IF coalesce((nf->>'lolor_rows')::bigint, 0) > 0 THEN
+                reasons := reasons || format('database %s on %s has pre-existing large object data in the lolor tables (%s rows): they must be empty so that the source''s large objects can be copied',
+                                             nf->>'db', new, nf->>'lolor_rows');
+            END IF;
+            ok := cardinality(reasons) = 0; check_name := 'lolor';
+            detail := CASE WHEN NOT ok THEN array_to_string(reasons, '; ')
+                           WHEN coalesce(sf->'replicated_schemas', '[]') ? 'lolor'
+                           THEN format('the source replicates large objects; %s has lolor, with empty tables', new)
+                           ELSE 'no large objects (lolor) to copy' END;
             RETURN NEXT;
         END IF;
 
@@ -4134,7 +4180,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '2f2c14300e56250e3766162f87adc6c9131a42756a3f73b383a289e2f0275525',
+   SET zodan_version = '1.0.0', code_sha256 = '22e78ed7a61644a9654bf9e8e9594b8724286e5a4ab3ad5fc9ccc84cea5a8706',
        installed_at = now(), installed_by = current_user;
 
 
@@ -5041,8 +5087,9 @@ $fn$;
 
 -- Tests, on node from_node, that it can open a connection (and with
 -- replication, a logical replication connection, as Spock's walsender
--- needs) to dsn. Returns NULL when it can, else libpq's reason, redacted.
-CREATE FUNCTION spock.zodan_probe(from_node text, dsn text, replication boolean)
+-- needs) to dsn, with the dblink extension installed there in schema
+-- dblink_schema. Returns NULL when it can, else libpq's reason, redacted.
+CREATE FUNCTION spock.zodan_probe(from_node text, dblink_schema text, dsn text, replication boolean)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -5059,7 +5106,7 @@ BEGIN
     END IF;
     -- dblink's unnamed connection: a new one replaces any left behind.
     PERFORM spock.zodan_exec_secret(from_node, format(
-        'SELECT public.dblink_connect(%L), public.dblink_disconnect()', target));
+        'SELECT %1$I.dblink_connect(%2$L), %1$I.dblink_disconnect()', dblink_schema, target));
     RETURN NULL;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
@@ -5073,8 +5120,11 @@ $fn$;
 -- and the new node to itself (sub_create tests its own DSN). Spock logs
 -- a failing DSN whole, so it must not be the one to find out. peers maps
 -- peer names to the DSNs the cluster knows them by; the new node reaches
--- the source with src_dsn. Returns {tested: n, failed: ["from -> to
--- (kind): reason", ...]}.
+-- the source with src_dsn. A node can test its own connections only with
+-- dblink, which zodan needs on the new node alone (as upstream's Zodan):
+-- where a node has none, its connections to the new node are left to
+-- Spock and reported as untested. Returns {tested: n, failed: ["from ->
+-- to (kind): reason", ...], untested: ["from -> to", ...]}.
 CREATE FUNCTION spock.zodan_links(src text, src_dsn text, new text, new_dsn text, peers jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -5083,20 +5133,28 @@ AS $fn$
 DECLARE
     targets jsonb := jsonb_build_object(src, src_dsn) || coalesce(peers, '{}'::jsonb);
     node text;
+    node_dblink text;
     repl boolean;
     reason text;
     tested integer := 0;
     failed text[] := '{}'::text[];
+    untested text[] := '{}'::text[];
 BEGIN
     FOR node IN SELECT jsonb_object_keys(targets) ORDER BY 1 LOOP
+        node_dblink := spock.zodan_value(node,
+            'SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = ''dblink''');
         FOREACH repl IN ARRAY ARRAY[false, true] LOOP
-            reason := spock.zodan_probe(node, new_dsn, repl);
-            tested := tested + 1;
-            IF reason IS NOT NULL THEN
-                failed := failed || format('%s -> %s (%s): %s', node, new,
-                    CASE WHEN repl THEN 'replication connection' ELSE 'connection' END, reason);
+            IF node_dblink IS NULL THEN
+                untested := untested || format('%s -> %s', node, new);
+            ELSE
+                reason := spock.zodan_probe(node, node_dblink, new_dsn, repl);
+                tested := tested + 1;
+                IF reason IS NOT NULL THEN
+                    failed := failed || format('%s -> %s (%s): %s', node, new,
+                        CASE WHEN repl THEN 'replication connection' ELSE 'connection' END, reason);
+                END IF;
             END IF;
-            reason := spock.zodan_probe(new, targets->>node, repl);
+            reason := spock.zodan_probe(new, 'public', targets->>node, repl);
             tested := tested + 1;
             IF reason IS NOT NULL THEN
                 failed := failed || format('%s -> %s (%s): %s', new, node,
@@ -5104,12 +5162,13 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
-    reason := spock.zodan_probe(new, new_dsn, false);
+    reason := spock.zodan_probe(new, 'public', new_dsn, false);
     tested := tested + 1;
     IF reason IS NOT NULL THEN
         failed := failed || format('%s -> %s (its own DSN, which Spock tests): %s', new, new, reason);
     END IF;
-    RETURN jsonb_build_object('tested', tested, 'failed', to_jsonb(failed));
+    RETURN jsonb_build_object('tested', tested, 'failed', to_jsonb(failed),
+                              'untested', to_jsonb(ARRAY(SELECT DISTINCT u FROM unnest(untested) u ORDER BY 1)));
 END;
 $fn$;
 
@@ -5908,6 +5967,13 @@ BEGIN
                (SELECT count(*) FROM pg_locks
                  WHERE locktype = 'advisory' AND classid = 2054120545 AND objid = 1
                    AND objsubid = 2 AND granted) > 0 AS zodan_locked,
+               EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'lolor') AS lolor,
+               -- lolor's tables exist only with the extension: read them
+               -- through query_to_xml, which CASE evaluates only then.
+               CASE WHEN EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'lolor') THEN
+                   (xpath('/row/n/text()', query_to_xml(
+                       'SELECT (SELECT count(*) FROM lolor.pg_largeobject) + (SELECT count(*) FROM lolor.pg_largeobject_metadata) AS n',
+                       false, true, '')))[1]::text::bigint END AS lolor_rows,
                (SELECT application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                  WHERE l.locktype = 'advisory' AND l.classid = 2054120545 AND l.objid = 1
                    AND l.objsubid = 2 AND l.granted LIMIT 1) AS zodan_lock_holder
@@ -6125,10 +6191,36 @@ BEGIN
         -- before Spock tries one and logs the DSN it failed with.
         IF nf ? 'links' THEN
             ok := jsonb_array_length(nf->'links'->'failed') = 0; check_name := 'node-connections';
-            detail := CASE WHEN ok THEN format('%s connections tested: every node reaches %s and %s reaches every node, normal and replication connections',
-                                               nf->'links'->>'tested', new, new)
+            detail := CASE WHEN ok AND jsonb_array_length(coalesce(nf->'links'->'untested', '[]')) = 0
+                           THEN format('%s connections tested: every node reaches %s and %s reaches every node, normal and replication connections',
+                                       nf->'links'->>'tested', new, new)
+                           WHEN ok
+                           THEN format('%s connections tested, normal and replication; not tested, for want of dblink there (Spock tests them when it subscribes): %s',
+                                       nf->'links'->>'tested',
+                                       (SELECT string_agg(u, ', ') FROM jsonb_array_elements_text(nf->'links'->'untested') AS u))
                            ELSE (SELECT string_agg(l, '; ') FROM jsonb_array_elements_text(nf->'links'->'failed') AS l)
                                 || format(' (the DSN a node is reached by is the one the cluster knows it by, in spock.node_interface; %s is reached by new_node_dsn. Check pg_hba.conf on the receiving node for both "host" and "replication" lines, and passwords.)', new) END;
+            RETURN NEXT;
+        END IF;
+
+        -- Large objects (pgEdge's lolor): where the source replicates them,
+        -- the copy needs lolor on the new node, with its tables empty;
+        -- found out here, not after a long copy.
+        IF sf IS NOT NULL THEN
+            reasons := '{}'::text[];
+            IF coalesce(sf->'replicated_schemas', '[]') ? 'lolor' AND NOT coalesce((nf->>'lolor')::boolean, false) THEN
+                reasons := reasons || format('the source %s replicates large objects (lolor tables), but database %s on %s does not have the lolor extension installed. Please run CREATE EXTENSION lolor on the new node first',
+                                             src, nf->>'db', new);
+            END IF;
+            IF coalesce((nf->>'lolor_rows')::bigint, 0) > 0 THEN
+                reasons := reasons || format('database %s on %s has pre-existing large object data in the lolor tables (%s rows): they must be empty so that the source''s large objects can be copied',
+                                             nf->>'db', new, nf->>'lolor_rows');
+            END IF;
+            ok := cardinality(reasons) = 0; check_name := 'lolor';
+            detail := CASE WHEN NOT ok THEN array_to_string(reasons, '; ')
+                           WHEN coalesce(sf->'replicated_schemas', '[]') ? 'lolor'
+                           THEN format('the source replicates large objects; %s has lolor, with empty tables', new)
+                           ELSE 'no large objects (lolor) to copy' END;
             RETURN NEXT;
         END IF;
 
@@ -8099,7 +8191,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '2f2c14300e56250e3766162f87adc6c9131a42756a3f73b383a289e2f0275525',
+   SET zodan_version = '1.0.0', code_sha256 = '22e78ed7a61644a9654bf9e8e9594b8724286e5a4ab3ad5fc9ccc84cea5a8706',
        installed_at = now(), installed_by = current_user;
 
 \endif

@@ -72,6 +72,14 @@ func TestChecksVerdicts(t *testing.T) {
 			"spock-version", "n4 has Spock 5.0.11, older than n2 (6.0.0): a node may not join a cluster that runs a newer Spock major.minor; install Spock 6.0 on n4"},
 		{"new node on a newer Spock than its source", func(f map[string]any) { f["n4"].(map[string]any)["spock"] = "6.0.0" },
 			"spock-version", "n4 has Spock 6.0.0, its source n1 has Spock 5.0.11: the initial copy needs the same Spock major.minor on both ends"},
+		{"source replicates large objects, new node lacks lolor", func(f map[string]any) {
+			f["n1"].(map[string]any)["replicated_schemas"] = []string{"public", "lolor"}
+			f["n4"].(map[string]any)["lolor"] = false
+		}, "lolor", "the source n1 replicates large objects (lolor tables), but database app on n4 does not have the lolor extension installed. Please run CREATE EXTENSION lolor"},
+		{"large objects already on the new node", func(f map[string]any) {
+			f["n4"].(map[string]any)["lolor"] = true
+			f["n4"].(map[string]any)["lolor_rows"] = 2
+		}, "lolor", "database app on n4 has pre-existing large object data in the lolor tables (2 rows)"},
 		{"spock_output not allowed", func(f map[string]any) {
 			f["n2"] = node("n2", map[string]any{"output_plugins": "pgoutput, test_decoding"})
 		},

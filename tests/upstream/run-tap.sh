@@ -295,7 +295,9 @@ if [[ $(id -u) == 0 ]]; then
 fi
 
 say "PostgreSQL $pg_version + Spock $spock_version ($bindir), ports from $base_port"
-say "procedures: $sql"
+# Which state of the repository was tested (the templates change often).
+rev=$(git -C "$repo_root" describe --always --dirty 2>/dev/null || echo unknown)
+say "procedures: $sql (repository at $rev)"
 say "work directory: $work (run as $os_user)"
 
 # --- Run ---------------------------------------------------------------------------
@@ -318,7 +320,8 @@ for t in "${tests[@]}"; do
 	oks=$(grep -cE '^ok [0-9]+' "$tapf" || true)
 	noks=$(grep -cE '^not ok [0-9]+' "$tapf" || true)
 	plan=$(grep -oE '^1\.\.[0-9]+' "$tapf" | head -1 | cut -d. -f3 || true)
-	if grep -qE '^1\.\.0 # ?(SKIP|skip)' "$tapf"; then
+	# prove shows a skip_all as "t/<test>.pl .. skipped: <reason>".
+	if grep -qE '^1\.\.0 # ?(SKIP|skip)|^t/[^ ]+ \.+ skipped:|^Result: NOTESTS' "$tapf"; then
 		result=SKIPPED
 	elif ((rc == 0)); then
 		result=PASS
@@ -333,7 +336,7 @@ for t in "${tests[@]}"; do
 	summary+=("$line")
 	echo "== $line"
 	if [[ $result == SKIPPED ]]; then
-		grep -E '^1\.\.0' "$tapf" | sed 's/^/   /'
+		grep -E '^1\.\.0|skipped:' "$tapf" | sed 's/^/   /'  || true
 	elif [[ $result != PASS ]]; then
 		# The failed assertions, and why the script stopped, if it died:
 		# the harness's die message and the last errors psql printed.
