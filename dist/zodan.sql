@@ -1957,17 +1957,16 @@ BEGIN
                  WHERE locktype = 'advisory' AND classid = 2054120545 AND objid = 1
                    AND objsubid = 2 AND granted) > 0 AS zodan_locked,
                EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'lolor') AS lolor,
-               -- lolor's tables exist only with the extension: read them
-               -- through query_to_xml, which CASE evaluates only then.
-               CASE WHEN EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'lolor') THEN
-                   (xpath('/row/n/text()', query_to_xml(
-                       'SELECT (SELECT count(*) FROM lolor.pg_largeobject) + (SELECT count(*) FROM lolor.pg_largeobject_metadata) AS n',
-                       false, true, '')))[1]::text::bigint END AS lolor_rows,
                (SELECT application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                  WHERE l.locktype = 'advisory' AND l.classid = 2054120545 AND l.objid = 1
                    AND l.objsubid = 2 AND l.granted LIMIT 1) AS zodan_lock_holder
     $q$) AS j;
 
+    -- lolor's tables exist only with the extension: asked for apart.
+    IF (f->>'lolor')::boolean THEN
+        f := f || jsonb_build_object('lolor_rows', spock.zodan_value(node,
+            'SELECT (SELECT count(*) FROM lolor.pg_largeobject) + (SELECT count(*) FROM lolor.pg_largeobject_metadata)')::bigint);
+    END IF;
     IF f->>'spock' IS NOT NULL THEN
         f := f || (SELECT j FROM spock.zodan_query(node, $q$
             SELECT (SELECT n.node_name FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id) AS local_node,
@@ -4180,7 +4179,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '22e78ed7a61644a9654bf9e8e9594b8724286e5a4ab3ad5fc9ccc84cea5a8706',
+   SET zodan_version = '1.0.0', code_sha256 = '83fd1c22ada281d42b64720a56fe8de6fab2bccb6ed7682201322180545042b2',
        installed_at = now(), installed_by = current_user;
 
 
@@ -5968,17 +5967,16 @@ BEGIN
                  WHERE locktype = 'advisory' AND classid = 2054120545 AND objid = 1
                    AND objsubid = 2 AND granted) > 0 AS zodan_locked,
                EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'lolor') AS lolor,
-               -- lolor's tables exist only with the extension: read them
-               -- through query_to_xml, which CASE evaluates only then.
-               CASE WHEN EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'lolor') THEN
-                   (xpath('/row/n/text()', query_to_xml(
-                       'SELECT (SELECT count(*) FROM lolor.pg_largeobject) + (SELECT count(*) FROM lolor.pg_largeobject_metadata) AS n',
-                       false, true, '')))[1]::text::bigint END AS lolor_rows,
                (SELECT application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                  WHERE l.locktype = 'advisory' AND l.classid = 2054120545 AND l.objid = 1
                    AND l.objsubid = 2 AND l.granted LIMIT 1) AS zodan_lock_holder
     $q$) AS j;
 
+    -- lolor's tables exist only with the extension: asked for apart.
+    IF (f->>'lolor')::boolean THEN
+        f := f || jsonb_build_object('lolor_rows', spock.zodan_value(node,
+            'SELECT (SELECT count(*) FROM lolor.pg_largeobject) + (SELECT count(*) FROM lolor.pg_largeobject_metadata)')::bigint);
+    END IF;
     IF f->>'spock' IS NOT NULL THEN
         f := f || (SELECT j FROM spock.zodan_query(node, $q$
             SELECT (SELECT n.node_name FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id) AS local_node,
@@ -8191,7 +8189,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.0.0', code_sha256 = '22e78ed7a61644a9654bf9e8e9594b8724286e5a4ab3ad5fc9ccc84cea5a8706',
+   SET zodan_version = '1.0.0', code_sha256 = '83fd1c22ada281d42b64720a56fe8de6fab2bccb6ed7682201322180545042b2',
        installed_at = now(), installed_by = current_user;
 
 \endif

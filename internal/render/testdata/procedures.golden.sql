@@ -1763,17 +1763,16 @@ BEGIN
                  WHERE locktype = 'advisory' AND classid = 2054120545 AND objid = 1
                    AND objsubid = 2 AND granted) > 0 AS zodan_locked,
                EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'lolor') AS lolor,
-               -- lolor's tables exist only with the extension: read them
-               -- through query_to_xml, which CASE evaluates only then.
-               CASE WHEN EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'lolor') THEN
-                   (xpath('/row/n/text()', query_to_xml(
-                       'SELECT (SELECT count(*) FROM lolor.pg_largeobject) + (SELECT count(*) FROM lolor.pg_largeobject_metadata) AS n',
-                       false, true, '')))[1]::text::bigint END AS lolor_rows,
                (SELECT application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                  WHERE l.locktype = 'advisory' AND l.classid = 2054120545 AND l.objid = 1
                    AND l.objsubid = 2 AND l.granted LIMIT 1) AS zodan_lock_holder
     $q$) AS j;
 
+    -- lolor's tables exist only with the extension: asked for apart.
+    IF (f->>'lolor')::boolean THEN
+        f := f || jsonb_build_object('lolor_rows', zodan_ci.zodan_value(node,
+            'SELECT (SELECT count(*) FROM lolor.pg_largeobject) + (SELECT count(*) FROM lolor.pg_largeobject_metadata)')::bigint);
+    END IF;
     IF f->>'spock' IS NOT NULL THEN
         f := f || (SELECT j FROM zodan_ci.zodan_query(node, $q$
             SELECT (SELECT n.node_name FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id) AS local_node,
