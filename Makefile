@@ -20,7 +20,7 @@ FUZZ_TIME ?= 10s
 # The bin directory of the Spock build to test against, built on demand.
 SPOCK_BINDIR_CMD = $${ZODAN_SPOCK_BINDIR:-$$(tests/spockbuild/build-spock.sh $(SPOCK_PG) $(SPOCK_VERSION))}
 
-.PHONY: all build test fuzz vet spock test-e2e test-upgrade test-upstream bench demo render clean
+.PHONY: all build test fuzz vet spock test-e2e test-upgrade test-upstream bench demo render snapshot clean
 
 all: build
 
@@ -81,6 +81,15 @@ demo:
 # Regenerate the committed psql script.
 render:
 	$(GO) run ./cmd/zodan-install render --out dist/zodan.sql
+
+# Freeze the procedures of zodan.Version (embed.go) as
+# sql/snapshots/<version>/install.sql and record its checksum in
+# internal/install/releases.go. An existing snapshot is a released one and
+# is not rewritten: bump the version for a new release. FORCE=1 refreezes
+# the newest release's, only while it has not shipped.
+FORCE ?=
+snapshot:
+	$(GO) run ./internal/release/cmd/snapshot $(if $(FORCE),-force)
 
 clean:
 	rm -rf bin

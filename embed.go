@@ -12,8 +12,9 @@ import (
 
 // Version is the zodan release this build installs. The installer records
 // it on every node; the zodan CLI installs the procedures when a node has
-// an older one.
-const Version = "1.0.0"
+// an older one. Its procedures are frozen in sql/snapshots/<Version>
+// ("make snapshot"); changing templates/ afterwards means a new Version.
+const Version = "1.1.0"
 
 //go:embed templates/*.sql.tmpl
 var templatesFS embed.FS
@@ -25,8 +26,9 @@ var sqlFS embed.FS
 // procedure or helper group, with zodan.sql.tmpl as the root.
 func Templates() fs.FS { return mustSub(templatesFS, "templates") }
 
-// Migrations is tern's migration directory: NNN_name.sql files at the root
-// and shared templates in subdirectories.
+// Migrations is tern's migration directory: NNN_name.sql files at the root,
+// shared templates in shared/, every release's frozen procedures in
+// snapshots/<release>/install.sql, and the psql script's template in psql/.
 func Migrations() fs.FS { return mustSub(sqlFS, "sql") }
 
 func mustSub(f fs.FS, dir string) fs.FS {

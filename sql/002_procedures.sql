@@ -1,7 +1,7 @@
--- The procedures: add_node, remove_node, health_check and their helpers,
--- rendered from templates/ by the installer, plus the manifest of what they
--- are so that an upgrade replaces exactly them and uninstall drops exactly
--- them.
+-- zodan 1.0.0's procedures: add_node, remove_node, health_check and their
+-- helpers, exactly as released (the code package sql/snapshots/1.0.0,
+-- evaluated for the node), plus the manifest of what they are so that an
+-- upgrade replaces exactly them and uninstall drops exactly them.
 SET LOCAL search_path = pg_catalog, pg_temp;
 SET LOCAL spock.enable_ddl_replication = off;
 
@@ -25,11 +25,11 @@ COMMENT ON TABLE {{.schema}}.zodan_code_object IS
 REVOKE ALL ON {{.schema}}.zodan_install, {{.schema}}.zodan_code_object FROM PUBLIC;
 
 INSERT INTO {{.schema}}.zodan_install (zodan_version, code_sha256, dblink_created)
-SELECT {{.version_literal}}, '', {{ if .create_dblink }}NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'dblink'){{ else }}false{{ end }};
+SELECT {{ (index .releases "1.0.0").version_literal }}, '', {{ if .create_dblink }}NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'dblink'){{ else }}false{{ end }};
 {{ if .create_dblink }}
 CREATE EXTENSION IF NOT EXISTS dblink SCHEMA {{.dblink_schema}};
 {{ end }}
-{{ template "shared/install_code.sql" . }}
+{{ template "shared/install_code.sql" (index .releases "1.0.0") }}
 
 ---- create above / drop below ----
 

@@ -2,18 +2,19 @@
 // procedures on one node.
 //
 // What gets installed is versioned with tern migrations (sql/NNN_*.sql),
-// kept in <schema>.zodan_schema_version. The procedures are themselves a
-// migration (002_procedures) rather than a tern code package: a code
-// package is reinstalled wholesale by whichever build runs, so a node
-// would silently run a different build's code under the same version
-// number, and a downgrade could only drop the code, not restore the older
-// one. As a migration, each version is one exact state (tables plus
-// routines) with a tested down path, and the manifest the migration
-// writes (zodan_code_object) lets status spot hand edits and lets
-// upgrades and uninstall drop exactly what was installed, even from the
-// shared spock schema. Releasing a change to templates/ therefore means a
-// new migration whose down step reinstalls the previous release's
-// rendered code, kept as a tern snapshot (sql/snapshots/<release>).
+// kept in <schema>.zodan_schema_version. Every release's procedures are an
+// immutable artifact: a tern code package sql/snapshots/<release>/install.sql
+// (rendered once from templates/, then frozen; releases.go holds its
+// checksum), evaluated for each node with its install parameters. The
+// migration that installs a release (002_procedures for 1.0.0,
+// 003_release_1.1.0 for 1.1.0, ...) replaces the previous release's
+// routines by its own, and its down step puts back exactly the previous
+// release's. So each version is one exact state (tables plus routines)
+// whatever build installs it, a downgrade restores what that release
+// installed, and status can say which release a node's code is. The
+// manifest the migrations write (zodan_code_object) lets status spot hand
+// edits and lets upgrades and uninstall drop exactly what was installed,
+// even from the shared spock schema.
 //
 // Every change runs under a session advisory lock, so concurrent
 // installers on one node queue up and the last one finds nothing to do.
@@ -49,15 +50,16 @@ type Installer struct {
 	render render.Options
 	// script: rendering the psql script, which, like upstream's, leaves
 	// creating the dblink extension to the DBA (runbooks create it after
-	// loading the script, and CREATE EXTENSION would then fail).
+	// loading the script, and CREATE EXTENSION would then fail), and
+	// installs only the newest release's code, once.
 	script bool
 }
 
 // New returns an installer for the node behind conn. schema receives the
 // procedures (default spock, which requires the spock extension; any other
 // existing schema is accepted without Spock, so the installer's mechanics
-// can be exercised on plain PostgreSQL). ro sets rendering options such as
-// the default sync timeout; the node's features are detected.
+// can be exercised on plain PostgreSQL). ro sets install parameters such
+// as the default sync timeout; the node's features are detected.
 func New(conn *pgx.Conn, schema string, ro render.Options) (*Installer, error) {
 	if schema == "" {
 		schema = render.DefaultSchema
@@ -78,6 +80,36 @@ func Latest() int32 {
 	return int32(len(names))
 }
 
+// ErrNewerVersionInstalled is the condition of a node that has a newer
+// zodan than this build knows: this build can neither judge nor change it
+// (errors.Is(err, ErrNewerVersionInstalled)).
+var ErrNewerVersionInstalled = errors.New("a newer zodan is installed than this build knows")
+
+// NewerVersionError is ErrNewerVersionInstalled for one node.
+type NewerVersionError struct {
+	Version int32
+	Release string
+}
+
+func (e *NewerVersionError) Error() string {
+	use := "the zodan-install that installed it"
+	if e.Release != "" {
+		use = "the zodan-install of zodan " + e.Release
+	}
+	return fmt.Sprintf("installed version %d%s is newer than this build's %d (zodan %s); use %s",
+		e.Version, releaseSuffix(e.Release), Latest(), zodan.Version, use)
+}
+
+// Is makes errors.Is(err, ErrNewerVersionInstalled) hold.
+func (e *NewerVersionError) Is(target error) bool { return target == ErrNewerVersionInstalled }
+
+func releaseSuffix(r string) string {
+	if r == "" {
+		return ""
+	}
+	return " (zodan " + r + ")"
+}
+
 // State is what a node has installed.
 type State struct {
 	Schema       string
@@ -87,7 +119,7 @@ type State struct {
 	ServerVersion string
 	// Version is the number of migrations applied; 0 = not installed.
 	Version int32
-	// Release is the zodan release of the installed procedures.
+	// Release is the zodan release recorded for the installed procedures.
 	Release string
 	CodeSHA string
 	// Drift lists installed routines that were changed or dropped by hand.
@@ -98,8 +130,14 @@ type State struct {
 	features render.Features
 }
 
-// Features are the node's features, which its procedures are rendered for.
-func (st State) Features() render.Features { return st.features }
+// NotNewer is nil unless the node has a newer version than this build
+// knows: then a *NewerVersionError (ErrNewerVersionInstalled).
+func (st State) NotNewer() error {
+	if st.Version > Latest() {
+		return &NewerVersionError{Version: st.Version, Release: st.Release}
+	}
+	return nil
+}
 
 // Inspect reads the node's state without changing anything.
 func (in *Installer) Inspect(ctx context.Context) (State, error) {
@@ -161,44 +199,93 @@ func (in *Installer) Inspect(ctx context.Context) (State, error) {
 
 func (in *Installer) versionTable() string { return in.schema + "." + versionTableName }
 
-// renderOptions are the render options for this node's features.
+// renderOptions are the install parameters of the node described by st.
 func (in *Installer) renderOptions(st State) render.Options {
 	ro := in.render
 	ro.Features = st.features
 	ro.Dblink = st.DblinkSchema
 	if ro.Dblink == "" {
-		ro.Dblink = "public"
+		ro.Dblink = render.DefaultDblink
 	}
 	return ro
 }
 
-// ExpectedCode is the code this build installs on the node described by
-// st, and its checksum.
-func (in *Installer) ExpectedCode(st State) (code, sha string, err error) {
-	code, err = render.Procedures(in.renderOptions(st))
-	if err != nil {
-		return "", "", err
-	}
-	return code, render.Checksum(code), nil
+// ExpectedCode is the code of release r on the node described by st, and
+// its checksum.
+func (in *Installer) ExpectedCode(st State, r Release) (code, sha string, err error) {
+	return r.Code(in.renderOptions(st))
 }
 
-// CodeMatches reports whether the installed procedures are exactly what
-// this build would install at st.Version, and why not.
-func (in *Installer) CodeMatches(st State) (bool, string, error) {
-	if st.Version < Latest() {
-		return true, "", nil // an older version's code; not ours to judge
+// CodeCheck says what a node's procedures are, next to what its version
+// installs.
+type CodeCheck struct {
+	Version int32
+	// Recorded is the release zodan_install names.
+	Recorded string
+	// Expected is the release the node's version installs; nil when that
+	// version has no procedures (version 1, the journal only).
+	Expected *Release
+	// Matched is the release whose code, evaluated for this node, has the
+	// checksum zodan_install records; nil when none has.
+	Matched *Release
+	// Drift lists the routines changed or dropped by hand since install.
+	Drift []string
+}
+
+// OK: the node has exactly the procedures its version installs.
+func (c CodeCheck) OK() bool { return c.Problem() == "" }
+
+// Problem says how the procedures differ from what the node's version
+// installs, or "".
+func (c CodeCheck) Problem() string {
+	switch {
+	case c.Expected == nil:
+		return ""
+	case len(c.Drift) > 0:
+		return "changed by hand since install: " + strings.Join(c.Drift, ", ")
+	case c.Matched == nil:
+		return fmt.Sprintf("they match no release of zodan (recorded as zodan %s): installed by another build, or their checksum was changed by hand", c.Recorded)
+	case c.Matched.Version != c.Expected.Version:
+		return fmt.Sprintf("they are zodan %s's, but version %d has zodan %s's", c.Matched.Version, c.Version, c.Expected.Version)
+	case c.Recorded != c.Expected.Version:
+		return fmt.Sprintf("they are exactly zodan %s's, but zodan_install records zodan %s", c.Expected.Version, c.Recorded)
 	}
-	_, sha, err := in.ExpectedCode(st)
+	return ""
+}
+
+// CheckCode compares the node's procedures with every release's, evaluated
+// for the node's install parameters. A node with a newer version than this
+// build knows gives ErrNewerVersionInstalled.
+func (in *Installer) CheckCode(st State) (CodeCheck, error) {
+	c := CodeCheck{Version: st.Version, Recorded: st.Release, Drift: st.Drift}
+	if err := st.NotNewer(); err != nil {
+		return c, err
+	}
+	expected, ok := ReleaseAt(st.Version)
+	if !ok {
+		return c, nil
+	}
+	c.Expected = &expected
+	for _, r := range releases {
+		_, sha, err := in.ExpectedCode(st, r)
+		if err != nil {
+			return c, err
+		}
+		if sha == st.CodeSHA {
+			c.Matched = &r
+		}
+	}
+	return c, nil
+}
+
+// CodeMatches reports whether the installed procedures are exactly those
+// of the release the node's version installs, and why not.
+func (in *Installer) CodeMatches(st State) (bool, string, error) {
+	c, err := in.CheckCode(st)
 	if err != nil {
 		return false, "", err
 	}
-	switch {
-	case len(st.Drift) > 0:
-		return false, "changed by hand since install: " + strings.Join(st.Drift, ", "), nil
-	case st.CodeSHA != sha:
-		return false, fmt.Sprintf("installed by another build (zodan %s) than this one (zodan %s)", st.Release, zodan.Version), nil
-	}
-	return true, "", nil
+	return c.OK(), c.Problem(), nil
 }
 
 // checkPrerequisites refuses to install where the procedures cannot work.
@@ -226,23 +313,24 @@ func (in *Installer) checkPrerequisites(st State) error {
 type Result struct {
 	From, To               int32
 	FromRelease, ToRelease string
-	// Repaired is set when the version was current but the code was not
-	// what it should be, and was reinstalled.
+	// Repaired is set when the node was at the target version but its
+	// code was not that version's release, and was reinstalled.
 	Repaired bool
 }
 
 // Install brings the node to this build's version, or repairs its code
-// when it is at this version but differs from what this build installs.
+// when it is at this version but differs from this version's release.
 func (in *Installer) Install(ctx context.Context) (Result, error) {
 	return in.change(ctx, Latest(), true)
 }
 
-// MigrateTo moves the node to version (down or up) without repairing.
+// MigrateTo moves the node to version (down or up). A node already there
+// whose code differs from that version's release gets it reinstalled.
 func (in *Installer) MigrateTo(ctx context.Context, version int32) (Result, error) {
 	if version < 0 || version > Latest() {
 		return Result{}, fmt.Errorf("version %d does not exist: this build knows versions 0 to %d", version, Latest())
 	}
-	return in.change(ctx, version, false)
+	return in.change(ctx, version, true)
 }
 
 // Uninstall removes everything zodan installed on the node, and nothing
@@ -272,8 +360,8 @@ func (in *Installer) change(ctx context.Context, target int32, repair bool) (res
 		return res, err
 	}
 	res = Result{From: st.Version, To: st.Version, FromRelease: st.Release, ToRelease: st.Release}
-	if st.Version > Latest() {
-		return res, fmt.Errorf("installed version %d is newer than this build's %d (zodan %s); use the zodan-install that installed it", st.Version, Latest(), zodan.Version)
+	if err := st.NotNewer(); err != nil {
+		return res, err
 	}
 	if target == 0 && st.Version == 0 {
 		return res, nil
@@ -287,25 +375,21 @@ func (in *Installer) change(ctx context.Context, target int32, repair bool) (res
 	if err != nil {
 		return res, err
 	}
-	var current string
-	m.OnStart = func(seq int32, name, direction, _ string) {
-		current = fmt.Sprintf("%s of migration %s", direction, name)
-	}
-	if err := m.MigrateTo(ctx, target); err != nil {
-		return res, fmt.Errorf("%s failed: %w", current, err)
+	if err := in.migrate(ctx, m, st.Version, target); err != nil {
+		return res, err
 	}
 	after, err := in.Inspect(ctx)
 	if err != nil {
 		return res, err
 	}
 	res.To, res.ToRelease = after.Version, after.Release
-	if repair && st.Version == target && target == Latest() {
-		ok, _, err := in.CodeMatches(after)
+	if repair && st.Version == target && target > 0 {
+		c, err := in.CheckCode(after)
 		if err != nil {
 			return res, err
 		}
-		if !ok {
-			if err := in.reinstallCode(ctx, after); err != nil {
+		if !c.OK() {
+			if err := in.reinstallCode(ctx, after, *c.Expected); err != nil {
 				return res, err
 			}
 			res.Repaired = true
@@ -317,8 +401,49 @@ func (in *Installer) change(ctx context.Context, target int32, repair bool) (res
 	return res, err
 }
 
-// migrator builds tern's migrator with the node's render data. Without
-// connect it touches nothing on the node (for dry runs).
+// migrate runs the migrations from version from to target, each in a
+// transaction of its own that also records the version, as tern's
+// Migrator.MigrateTo does; it runs each migration's SQL itself so that a
+// failing statement is reported with its line (*StatementError).
+func (in *Installer) migrate(ctx context.Context, m *migrate.Migrator, from, target int32) error {
+	for v := from; v != target; {
+		var mg *migrate.Migration
+		var sql, direction string
+		var next int32
+		if v < target {
+			mg, direction, next = m.Migrations[v], "up", v+1
+			sql = mg.UpSQL
+		} else {
+			mg, direction, next = m.Migrations[v-1], "down", v-1
+			sql = mg.DownSQL
+		}
+		what := fmt.Sprintf("%s of migration %s", direction, mg.Name)
+		err := pgx.BeginFunc(ctx, in.conn, func(tx pgx.Tx) error {
+			if err := execLocated(ctx, tx.Conn(), what, mg.Name, sql); err != nil {
+				return err
+			}
+			// As tern: settings the migration made end with it.
+			if _, err := tx.Exec(ctx, "RESET ALL"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "UPDATE "+in.versionTable()+" SET version = $1", next)
+			return err
+		})
+		if err != nil {
+			var se *StatementError
+			if errors.As(err, &se) {
+				return err
+			}
+			return fmt.Errorf("%s failed: %w", what, err)
+		}
+		v = next
+	}
+	return nil
+}
+
+// migrator builds tern's migrator with the node's template data. Without
+// connect it touches nothing on the node (for dry runs and the script);
+// with it, it creates tern's version table where it is missing.
 func (in *Installer) migrator(ctx context.Context, st State, connect bool) (*migrate.Migrator, error) {
 	var conn *pgx.Conn
 	if connect {
@@ -339,27 +464,52 @@ func (in *Installer) migrator(ctx context.Context, st State, connect bool) (*mig
 	return m, nil
 }
 
+// templateData is what the migrations see: the node's install parameters
+// (the keys a snapshot reads, so tern's own install_snapshot would work
+// too), and under "releases" one entry per release, keyed by its version,
+// with what shared/install_code.sql needs to install it.
 func (in *Installer) templateData(st State) (map[string]any, error) {
-	code, sha, err := in.ExpectedCode(st)
+	ro := in.renderOptions(st)
+	data, err := ro.Data()
 	if err != nil {
 		return nil, err
 	}
-	ro := in.renderOptions(st)
+	data["schema_literal"] = quoteLiteral(in.schema)
+	data["create_dblink"] = !in.script
+	entries := map[string]any{}
+	for _, r := range releases {
+		e, err := in.releaseEntry(st, r, in.script)
+		if err != nil {
+			return nil, err
+		}
+		entries[r.Version] = e
+	}
+	data["releases"] = entries
+	return data, nil
+}
+
+// releaseEntry is the data shared/install_code.sql installs release r
+// with; skip makes it render nothing but a comment.
+func (in *Installer) releaseEntry(st State, r Release, skip bool) (map[string]any, error) {
+	code, sha, err := in.ExpectedCode(st, r)
+	if err != nil {
+		return nil, err
+	}
 	return map[string]any{
 		"schema":              in.schema,
 		"schema_literal":      quoteLiteral(in.schema),
-		"dblink_schema":       ro.Dblink,
-		"create_dblink":       !in.script,
-		"version_literal":     quoteLiteral(zodan.Version),
+		"version":             r.Version,
+		"version_literal":     quoteLiteral(r.Version),
 		"code":                code,
 		"code_sha256_literal": quoteLiteral(sha),
+		"skip_code":           skip,
 	}, nil
 }
 
-// reinstallCode replaces the routines (same version, other code) in one
-// transaction.
-func (in *Installer) reinstallCode(ctx context.Context, st State) error {
-	sql, err := in.codeInstallSQL(st)
+// reinstallCode replaces the routines by release r's (the node's version
+// stays) in one transaction.
+func (in *Installer) reinstallCode(ctx context.Context, st State, r Release) error {
+	sql, err := in.codeInstallSQL(st, r)
 	if err != nil {
 		return err
 	}
@@ -367,16 +517,14 @@ func (in *Installer) reinstallCode(ctx context.Context, st State) error {
 		if _, err := tx.Exec(ctx, "SET LOCAL search_path = pg_catalog, pg_temp"); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("reinstalling the procedures: %w", err)
-		}
-		return nil
+		return execLocated(ctx, tx.Conn(), "reinstalling zodan "+r.Version+"'s procedures", "", sql)
 	})
 }
 
-// codeInstallSQL is the shared template that swaps the routines, parsed
-// with the other shared templates under the names tern gives them.
-func (in *Installer) codeInstallSQL(st State) (string, error) {
+// codeInstallSQL is the shared template that swaps the routines for
+// release r's, parsed with the other shared templates under the names tern
+// gives them.
+func (in *Installer) codeInstallSQL(st State, r Release) (string, error) {
 	t := template.New("shared").Funcs(sprig.TxtFuncMap())
 	shared, err := fs.Glob(zodan.Migrations(), "shared/*.sql")
 	if err != nil {
@@ -391,7 +539,7 @@ func (in *Installer) codeInstallSQL(st State) (string, error) {
 			return "", fmt.Errorf("parsing %s: %w", name, err)
 		}
 	}
-	data, err := in.templateData(st)
+	data, err := in.releaseEntry(st, r, false)
 	if err != nil {
 		return "", err
 	}
@@ -408,15 +556,16 @@ type Step struct {
 	SQL   string
 }
 
-// Plan lists, without changing anything, the SQL that Install (target =
-// Latest()) or Uninstall (target = 0) would run on the node.
+// Plan lists, without changing anything, the SQL that a move to target
+// would run on the node: Install (target = Latest()), MigrateTo(target)
+// or Uninstall (target = 0, plus dropping the version table).
 func (in *Installer) Plan(ctx context.Context, target int32) ([]Step, State, error) {
 	st, err := in.Inspect(ctx)
 	if err != nil {
 		return nil, st, err
 	}
-	if st.Version > Latest() {
-		return nil, st, fmt.Errorf("installed version %d is newer than this build's %d", st.Version, Latest())
+	if err := st.NotNewer(); err != nil {
+		return nil, st, err
 	}
 	if target > 0 {
 		if err := in.checkPrerequisites(st); err != nil {
@@ -439,15 +588,17 @@ func (in *Installer) Plan(ctx context.Context, target int32) ([]Step, State, err
 	if target == 0 && st.Version > 0 {
 		steps = append(steps, Step{Title: "drop the version table", SQL: "DROP TABLE IF EXISTS " + in.versionTable() + ";"})
 	}
-	if target == st.Version && target == Latest() {
-		if ok, why, err := in.CodeMatches(st); err != nil {
+	if target == st.Version && target > 0 {
+		c, err := in.CheckCode(st)
+		if err != nil {
 			return nil, st, err
-		} else if !ok {
-			sql, err := in.codeInstallSQL(st)
+		}
+		if !c.OK() {
+			sql, err := in.codeInstallSQL(st, *c.Expected)
 			if err != nil {
 				return nil, st, err
 			}
-			steps = append(steps, Step{Title: "reinstall the procedures (" + why + ")", SQL: sql})
+			steps = append(steps, Step{Title: fmt.Sprintf("reinstall zodan %s's procedures (%s)", c.Expected.Version, c.Problem()), SQL: sql})
 		}
 	}
 	return steps, st, nil

@@ -3,6 +3,7 @@ package install_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,7 +111,7 @@ func TestScriptLoadsWithPsql(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("psql -f zodan.sql exited %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	wantEcho := "zodan " + zodan.Version + " (version 2) is installed in schema " + testSchema
+	wantEcho := fmt.Sprintf("zodan %s (version %d) is installed in schema %s", zodan.Version, install.Latest(), testSchema)
 	if !strings.Contains(out, wantEcho) {
 		t.Errorf("psql output lacks %q:\n%s", wantEcho, out)
 	}
@@ -124,8 +125,10 @@ func TestScriptLoadsWithPsql(t *testing.T) {
 	// in the manifest; and the manifest lists nothing else.
 	var want []string
 	kinds := map[string]string{}
-	// The script holds the code twice: in the migration (fresh install)
-	// and in the refresh branch.
+	// The script holds the procedures once: the newest release's.
+	if n := strings.Count(script, "CREATE PROCEDURE "+testSchema+".add_node("); n != 1 {
+		t.Errorf("the script creates add_node %d times, want once", n)
+	}
 	for _, m := range createRE.FindAllStringSubmatch(script, -1) {
 		if _, dup := kinds[m[2]]; !dup {
 			want = append(want, m[2])
@@ -207,7 +210,7 @@ func TestScriptLoadsWithPsql(t *testing.T) {
 	// zodan-install sees what the script installed as its own.
 	var so, se bytes.Buffer
 	code = installcli.Main([]string{"zodan-install", "status", "--schema", testSchema, "--dsn", c.DSN(db)}, &so, &se)
-	wantStatus := "version 2 (zodan " + zodan.Version + "), procedures as installed"
+	wantStatus := fmt.Sprintf("version %d (zodan %s), procedures exactly as released in zodan %s", install.Latest(), zodan.Version, zodan.Version)
 	if code != 0 || !strings.Contains(so.String(), wantStatus) {
 		t.Errorf("status after the psql script: exit %d, want 0 and %q\nstdout:\n%s\nstderr:\n%s", code, wantStatus, so.String(), se.String())
 	}
@@ -219,7 +222,7 @@ func TestScriptLoadsWithPsql(t *testing.T) {
 	so.Reset()
 	se.Reset()
 	code = installcli.Main([]string{"zodan-install", "uninstall", "--schema", testSchema, "--dsn", c.DSN(db)}, &so, &se)
-	if code != 0 || !strings.Contains(so.String(), "uninstalled version 2") {
+	if code != 0 || !strings.Contains(so.String(), fmt.Sprintf("uninstalled version %d", install.Latest())) {
 		t.Errorf("uninstall after the psql script: exit %d\nstdout:\n%s\nstderr:\n%s", code, so.String(), se.String())
 	}
 	var left string
@@ -296,9 +299,64 @@ func TestScriptRefusesWithoutSpock(t *testing.T) {
 	}
 }
 
-// A node at another version must be moved with zodan-install; the script
-// says so, naming the schema it found the version in.
-func TestScriptRefusesOtherVersion(t *testing.T) {
+// The script upgrades a node of any older version, zodan 1.0.0's
+// included, keeping its journal, and the result is what zodan-install
+// would have installed.
+func TestScriptUpgradesOlderVersions(t *testing.T) {
+	t.Parallel()
+	file, _ := writeScript(t, render.Options{Schema: testSchema})
+	for _, from := range []int32{1, 2} {
+		t.Run(fmt.Sprintf("from version %d", from), func(t *testing.T) {
+			c := pgtest.Shared(t)
+			db := c.Database(t)
+			c.Exec(t, db, "CREATE SCHEMA "+testSchema)
+			conn := c.Connect(t, db)
+			in, err := install.New(conn, testSchema, render.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := in.MigrateTo(ctxT(t), from); err != nil {
+				t.Fatal(err)
+			}
+			addJournalHistory(t, conn)
+			journal := journalRows(t, conn)
+
+			out, errOut, code := runPsql(t, c, db, file)
+			if code != 0 {
+				t.Fatalf("the script over version %d exited %d\n%s\n%s", from, code, out, errOut)
+			}
+			want := fmt.Sprintf("zodan %s (version %d) is installed in schema %s", zodan.Version, install.Latest(), testSchema)
+			if !strings.Contains(out, want) {
+				t.Errorf("psql output lacks %q:\n%s", want, out)
+			}
+			st, err := in.Inspect(ctxT(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			check, err := in.CheckCode(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Version != install.Latest() || st.Release != zodan.Version || !check.OK() || check.Expected.Version != zodan.Version {
+				t.Errorf("after the script: version %d, release %q, code: %s", st.Version, st.Release, check.Problem())
+			}
+			if got := journalRows(t, conn); got != journal {
+				t.Errorf("the journal changed in the upgrade:\nbefore: %s\nafter:  %s", journal, got)
+			}
+			// A second run converges.
+			if out, errOut, code := runPsql(t, c, db, file); code != 0 || !strings.Contains(out, want) {
+				t.Fatalf("second run: exit %d\n%s\n%s", code, out, errOut)
+			}
+			if st2, err := in.Inspect(ctxT(t)); err != nil || st2.Version != st.Version || st2.CodeSHA != st.CodeSHA || len(st2.Drift) != 0 {
+				t.Errorf("second run: %+v, %v", st2, err)
+			}
+		})
+	}
+}
+
+// A node with a newer version than the script's is refused, and left as
+// it is: the script would have to downgrade it.
+func TestScriptRefusesNewerVersion(t *testing.T) {
 	t.Parallel()
 	c := pgtest.Shared(t)
 	db := c.Database(t)
@@ -308,15 +366,17 @@ func TestScriptRefusesOtherVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := in.MigrateTo(ctxT(t), 1); err != nil {
+	if _, err := in.Install(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
+	newer := install.Latest() + 1
+	c.Exec(t, db, fmt.Sprintf("UPDATE %s.zodan_schema_version SET version = %d", testSchema, newer))
 	file, _ := writeScript(t, render.Options{Schema: testSchema})
 	out, errOut, code := runPsql(t, c, db, file)
 	if code == 0 {
-		t.Fatalf("the script ran over version 1:\n%s", out)
+		t.Fatalf("the script ran over version %d:\n%s", newer, out)
 	}
-	want := "zodan version 1 is installed in schema " + testSchema + "; this script installs version 2"
+	want := fmt.Sprintf("zodan version %d is installed in schema %s, newer than this script's version %d (zodan %s)", newer, testSchema, install.Latest(), zodan.Version)
 	if !strings.Contains(errOut, want) {
 		t.Errorf("psql stderr lacks %q:\n%s", want, errOut)
 	}
@@ -327,8 +387,8 @@ func TestScriptRefusesOtherVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Version != 1 {
-		t.Errorf("version is %d after the refused script, want 1", st.Version)
+	if st.Version != newer {
+		t.Errorf("version is %d after the refused script, want %d", st.Version, newer)
 	}
 }
 

@@ -10,24 +10,18 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/zodan-project/zodan"
+	"github.com/zodan-project/zodan/internal/cliexit"
 	"github.com/zodan-project/zodan/internal/cluster"
 	"github.com/zodan-project/zodan/internal/dbconn"
 	"github.com/zodan-project/zodan/internal/install"
 	"github.com/zodan-project/zodan/internal/render"
-)
-
-// Exit codes.
-const (
-	exitOK       = 0
-	exitFailed   = 1 // at least one node failed
-	exitUsage    = 2
-	exitCanceled = 130
 )
 
 // Main runs the command with args (args[0] is the program name) and
@@ -41,28 +35,28 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
-		return exitOK
+		return cliexit.OK
 	}
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) {
-		if msg := ec.Error(); msg != "" {
-			fmt.Fprintln(stderr, "zodan-install: "+msg)
-		}
+		cliexit.Print(stderr, prog, ec.Error())
 		return ec.ExitCode()
 	}
 	if errors.Is(err, context.Canceled) {
-		fmt.Fprintln(stderr, "zodan-install: cancelled")
-		return exitCanceled
+		cliexit.Print(stderr, prog, cliexit.CancelledWord)
+		return cliexit.Cancelled
 	}
-	// urfave/cli reports usage problems (unknown flag, missing required
-	// flag) as plain errors.
-	fmt.Fprintln(stderr, "zodan-install: "+dbconn.Describe(err))
-	return exitUsage
+	// urfave/cli reports other usage problems (a missing required flag)
+	// as plain errors.
+	cliexit.Print(stderr, prog, cliexit.Usagef("%s", dbconn.Describe(err)).Error())
+	return cliexit.Usage
 }
 
-func usageError(format string, a ...any) error {
-	return cli.Exit(fmt.Sprintf(format, a...), exitUsage)
-}
+const prog = "zodan-install"
+
+func usageError(format string, a ...any) error { return cliexit.Usagef(format, a...) }
+
+func failed(format string, a ...any) error { return cliexit.Failedf(format, a...) }
 
 // Flags are built per app: urfave/cli writes parsed values and
 // environment defaults into flag values, so shared ones would leak between
@@ -102,9 +96,16 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:    "zodan-install",
 		Usage:   "install zodan's add_node, remove_node and health_check procedures on Spock nodes",
-		Version: fmt.Sprintf("%s (installs version %d)", zodan.Version, install.Latest()),
+		Version: fmt.Sprintf("%s (installs version %d; releases: %s)", zodan.Version, install.Latest(), install.ReleaseList()),
 		Description: `Installs the procedures into the spock schema of each node, versioned
 (tern migrations in <schema>.zodan_schema_version), under an advisory lock.
+Every release's procedures are frozen; this build knows releases
+` + install.ReleaseList() + `, and
+upgrades or downgrades a node to any of them (--to takes a release or a
+version number).
+
+Exit codes: 0 success, 1 failed on at least one node, 2 usage error,
+130 ` + cliexit.CancelledWord + ` (Ctrl-C or SIGTERM).
 
 Examples:
    zodan-install install --dsn 'host=db1 dbname=app' --cluster
@@ -116,23 +117,48 @@ Examples:
 		UseShortOptionHandling: true,
 		EnableBashCompletion:   true,
 		ExitErrHandler:         func(*cli.Context, error) {}, // Main reports errors
-		Commands: []*cli.Command{
+		OnUsageError:           cliexit.OnUsageError,
+		Action:                 noCommand,
+		Commands: withUsageErrors([]*cli.Command{
 			renderCommand(),
 			installCommand(),
 			statusCommand(),
 			migrateCommand("downgrade", "move the nodes to an older version (down migrations)", false),
 			migrateCommand("upgrade", "move the nodes to a given newer version (up migrations); install goes to the newest", true),
 			uninstallCommand(),
-		},
+		}),
 	}
+}
+
+// withUsageErrors makes each command answer a flag it cannot parse with
+// one line on stderr, as zodan does, not with its help.
+func withUsageErrors(cmds []*cli.Command) []*cli.Command {
+	for _, c := range cmds {
+		c.OnUsageError = cliexit.OnUsageError
+	}
+	return cmds
+}
+
+// noCommand runs when no known command was given: the help, or a usage
+// error for an unknown command (urfave/cli's own answer exits 3).
+func noCommand(c *cli.Context) error {
+	if c.Args().Present() {
+		var names []string
+		for _, cmd := range c.App.VisibleCommands() {
+			names = append(names, cmd.Name)
+		}
+		return usageError("unknown command %q; the commands are %s", c.Args().First(), strings.Join(names, ", "))
+	}
+	return cli.ShowAppHelp(c)
 }
 
 func renderCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "render",
 		Usage: "write the standalone SQL script a DBA runs with psql (\\i)",
-		Description: `The script installs zodan where it is missing and reinstalls the procedures
-where this version is installed; zodan-install can upgrade or remove it later.
+		Description: `The script installs zodan where it is missing, upgrades an older zodan (keeping
+its journal), reinstalls the procedures where this version is installed, and
+refuses a newer one; zodan-install can upgrade or remove it later.
 
 Example:
    zodan-install render --out zodan.sql && psql -d app -f zodan.sql`,
@@ -144,20 +170,24 @@ Example:
 			&cli.StringFlag{Name: "progress-column", Value: render.DefaultFeatures().ProgressLSN, Usage: "spock.progress column with the last applied LSN (remote_lsn in Spock 5.0)"},
 		},
 		Action: func(c *cli.Context) error {
-			script, err := install.Script(render.Options{
+			ro := render.Options{
 				Schema: c.String("schema"),
 				Dblink: c.String("dblink-schema"),
 				Features: render.Features{
 					ServerVersionNum: c.Int("pg-version") * 10000,
 					ProgressLSN:      c.String("progress-column"),
 				},
-			})
-			if err != nil {
+			}
+			if _, err := ro.Data(); err != nil {
 				return usageError("%v", err)
+			}
+			script, err := install.Script(ro)
+			if err != nil {
+				return failed("%v", err)
 			}
 			if out := c.String("out"); out != "" {
 				if err := os.WriteFile(out, []byte(script), 0o644); err != nil {
-					return cli.Exit(err.Error(), exitFailed)
+					return failed("%v", err)
 				}
 				fmt.Fprintf(c.App.Writer, "wrote %s (zodan %s, version %d)\n", out, zodan.Version, install.Latest())
 				return nil
@@ -189,7 +219,7 @@ func targets(c *cli.Context) ([]cluster.Node, error) {
 	}
 	nodes, err := cluster.Discover(c.Context, dsns[0])
 	if err != nil {
-		return nil, cli.Exit("finding the cluster's nodes: "+dbconn.Describe(err), exitFailed)
+		return nil, failed("finding the cluster's nodes: %s", dbconn.Describe(err))
 	}
 	return nodes, nil
 }
@@ -233,7 +263,7 @@ func onEachNode(c *cli.Context, work func(context.Context, *install.Installer, c
 		return c.Context.Err()
 	}
 	if len(failed) > 0 {
-		return cli.Exit(fmt.Sprintf("failed on %d of %d nodes: %s", len(failed), len(nodes), strings.Join(failed, ", ")), exitFailed)
+		return cliexit.Failedf("failed on %d of %d nodes: %s", len(failed), len(nodes), strings.Join(failed, ", "))
 	}
 	return nil
 }
@@ -243,7 +273,7 @@ func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n    ") }
 func describeChange(verb string, r install.Result) string {
 	switch {
 	case r.Repaired:
-		return fmt.Sprintf("version %d (zodan %s), procedures reinstalled: they differed from this build's", r.To, r.ToRelease)
+		return fmt.Sprintf("version %d (zodan %s), procedures reinstalled: they differed from zodan %s's as released", r.To, r.ToRelease, r.ToRelease)
 	case r.From == r.To:
 		return fmt.Sprintf("version %d%s, nothing to do", r.To, release(r.ToRelease))
 	default:
@@ -316,20 +346,29 @@ func uninstallCommand() *cli.Command {
 }
 
 func migrateCommand(name, usage string, up bool) *cli.Command {
+	example := install.Releases()[0].Version
 	return &cli.Command{
 		Name:  name,
 		Usage: usage,
-		Description: fmt.Sprintf(`Example:
-   zodan-install %s --to 1 --dsn 'host=db1 dbname=app' --cluster`, name),
-		Flags: nodeFlags(&cli.IntFlag{Name: "to", Required: true, Usage: "version to move to (0 removes everything)"}, dryRunFlag()),
+		Description: fmt.Sprintf(`--to takes a release (%s) or a version number (0 removes
+everything; 1 is the operation journal without procedures). A node already
+at that version whose procedures differ from its release's gets them
+reinstalled.
+
+Example:
+   zodan-install %s --to %s --dsn 'host=db1 dbname=app' --cluster`, install.ReleaseList(), name, example),
+		Flags: nodeFlags(&cli.StringFlag{Name: "to", Required: true, Usage: "release (" + example + ") or version number to move to (0 removes everything)"}, dryRunFlag()),
 		Action: func(c *cli.Context) error {
-			to := int32(c.Int("to"))
-			if to < 0 || to > install.Latest() {
-				return usageError("--to %d: this build knows versions 0 to %d", to, install.Latest())
+			to, err := parseTo(c.String("to"))
+			if err != nil {
+				return err
 			}
 			return onEachNode(c, func(ctx context.Context, in *install.Installer, _ cluster.Node) (string, error) {
 				st, err := in.Inspect(ctx)
 				if err != nil {
+					return "", err
+				}
+				if err := st.NotNewer(); err != nil {
 					return "", err
 				}
 				if up && to < st.Version || !up && to > st.Version {
@@ -346,12 +385,35 @@ func migrateCommand(name, usage string, up bool) *cli.Command {
 	}
 }
 
+// parseTo reads --to: a release ("1.0.0") or a version number.
+func parseTo(s string) (int32, error) {
+	if r, ok := install.FindRelease(s); ok {
+		return r.Migration, nil
+	}
+	known := fmt.Sprintf("this build knows versions 0 to %d and releases %s", install.Latest(), install.ReleaseList())
+	n, err := strconv.ParseInt(s, 10, 32)
+	switch {
+	case err != nil && strings.Contains(s, "."):
+		return 0, usageError("--to %s: no such release; %s", s, known)
+	case err != nil:
+		return 0, usageError("--to %q is neither a release nor a version number; %s", s, known)
+	case n < 0 || n > int64(install.Latest()):
+		return 0, usageError("--to %d: %s", n, known)
+	}
+	return int32(n), nil
+}
+
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "show the installed version on each node and whether its procedures are as installed",
-		Description: `Exits 1 when a node cannot be read or its procedures differ from what its
-version should be (edited or dropped by hand, or installed by another build).
+		Usage: "show the installed version on each node, which release its procedures are, and whether they were changed",
+		Description: `For each node: its version, the release zodan_install records, and whether
+its procedures are exactly that release's as released (every release this
+build knows is evaluated for the node and compared with the recorded
+checksum, and every routine with the checksum recorded at install). Exits 1
+when a node cannot be read or its procedures differ from what its version
+should be (edited or dropped by hand, another release's, or installed by
+another build).
 
 Example:
    zodan-install status --dsn 'host=db1 dbname=app' --cluster`,
@@ -369,18 +431,30 @@ Example:
 				if st.Version == 0 {
 					return fmt.Sprintf("not installed (this build installs version %d; PostgreSQL %s, %s)", install.Latest(), st.ServerVersion, spock), nil
 				}
-				ok, why, err := in.CodeMatches(st)
+				line := fmt.Sprintf("version %d%s", st.Version, release(st.Release))
+				check, err := in.CheckCode(st)
+				if errors.Is(err, install.ErrNewerVersionInstalled) {
+					return fmt.Sprintf("%s, newer than this build (version %d, zodan %s): its procedures are not checked; use the zodan-install of that release",
+						line, install.Latest(), zodan.Version), nil
+				}
 				if err != nil {
 					return "", err
 				}
-				line := fmt.Sprintf("version %d%s", st.Version, release(st.Release))
+				newest := ""
 				if st.Version < install.Latest() {
-					line += fmt.Sprintf(", this build installs %d", install.Latest())
+					newest = fmt.Sprintf("; this build installs version %d (zodan %s)", install.Latest(), zodan.Version)
 				}
-				if !ok {
-					return "", fmt.Errorf("%s, but its procedures differ: %s; zodan-install install repairs them", line, why)
+				switch {
+				case check.Expected == nil:
+					return line + ", the operation journal without procedures" + newest, nil
+				case !check.OK():
+					repair := "zodan-install install repairs them"
+					if st.Version < install.Latest() {
+						repair = fmt.Sprintf("zodan-install upgrade --to %s repairs them (install moves to zodan %s)", check.Expected.Version, zodan.Version)
+					}
+					return "", fmt.Errorf("%s, but its procedures differ: %s; %s", line, check.Problem(), repair)
 				}
-				return line + ", procedures as installed, rendered for " + st.Features().Describe(), nil
+				return line + ", procedures exactly as released in zodan " + check.Expected.Version + newest, nil
 			})
 		},
 	}

@@ -19,17 +19,19 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/zodan-project/zodan"
+	"github.com/zodan-project/zodan/internal/cliexit"
 	"github.com/zodan-project/zodan/internal/dsn"
 	"github.com/zodan-project/zodan/internal/install"
 )
 
-// Exit codes. Automation relies on them; they are listed in --help.
+// Exit codes. Automation relies on them; they are listed in --help. All
+// but 3 are zodan-install's too (internal/cliexit).
 const (
-	exitOK                = 0
-	exitFailed            = 1 // the operation failed, or could not start
-	exitUsage             = 2
+	exitOK                = cliexit.OK
+	exitFailed            = cliexit.Failed // the operation failed, or could not start
+	exitUsage             = cliexit.Usage
 	exitHealthCheckFailed = 3
-	exitCancelled         = 130 // as a shell reports a process ended by SIGINT
+	exitCancelled         = cliexit.Cancelled // as a shell reports a process ended by SIGINT
 )
 
 // Main runs the command with args (args[0] is the program name) and
@@ -109,7 +111,7 @@ zodremove.py; DSNs may also come from ZODAN_* environment variables, and
 PG* variables, ~/.pgpass and service files apply when zodan connects.
 
 Exit codes: 0 success, 1 operation failed, 2 usage error, 3 health check
-failed, 130 cancelled (Ctrl-C or SIGTERM).
+failed, 130 ` + cliexit.CancelledWord + ` (Ctrl-C or SIGTERM).
 
 Examples:
    zodan health-check --src-node-name n1 --src-dsn 'host=db1 dbname=app' \

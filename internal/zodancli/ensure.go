@@ -2,6 +2,7 @@ package zodancli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -31,12 +32,13 @@ func ensureProcedures(ctx context.Context, conn *pgx.Conn, op operation, say fun
 		return fmt.Errorf("looking for %s on %s: %w", op.signature(), label, err)
 	}
 
+	newer := errors.Is(st.NotNewer(), install.ErrNewerVersionInstalled)
 	switch {
-	case st.Version > install.Latest() && present:
+	case newer && present:
 		say(fmt.Sprintf("%s has newer procedures (version %d%s) than this zodan %s (version %d); calling them as they are",
 			label, st.Version, release(st.Release), zodan.Version, install.Latest()))
 		return nil
-	case st.Version > install.Latest():
+	case newer:
 		return &exitError{code: exitFailed, msg: fmt.Sprintf(
 			"%s has newer procedures (version %d%s) than this zodan %s, but no %s; use the zodan that installed them",
 			label, st.Version, release(st.Release), zodan.Version, op.signature())}

@@ -2,13 +2,13 @@ package zodancli
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/zodan-project/zodan/internal/cliexit"
 	"github.com/zodan-project/zodan/internal/dsn"
 )
 
@@ -25,16 +25,12 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 func (e *exitError) ExitCode() int { return e.code }
 
-func usageError(format string, a ...any) error {
-	return &exitError{code: exitUsage, msg: fmt.Sprintf(format, a...) + "\n(run with --help for usage)"}
-}
+func usageError(format string, a ...any) error { return cliexit.Usagef(format, a...) }
 
-// onUsageError replaces urfave/cli's handling of a flag it cannot parse,
-// which prints the help on stdout: stdout must carry only JSON with
-// --json, and the help would bury the one line that matters.
-func onUsageError(_ *cli.Context, err error, _ bool) error {
-	return usageError("%s", dsn.Mask(err.Error()))
-}
+// onUsageError: a flag urfave/cli cannot parse is a usage error of one
+// line, as in zodan-install, without the help on stdout (which must carry
+// only JSON with --json).
+var onUsageError = cliexit.OnUsageError
 
 // report prints what ended the command and returns its exit code.
 func report(err error, args []string, stdout, stderr io.Writer) int {
@@ -55,9 +51,7 @@ func report(err error, args []string, stdout, stderr io.Writer) int {
 	// Usage errors may quote an argument that is a DSN given without
 	// its flag name.
 	msg = dsn.Mask(msg)
-	if msg != "" {
-		fmt.Fprintln(stderr, "zodan: "+strings.ReplaceAll(msg, "\n", "\n  "))
-	}
+	cliexit.Print(stderr, "zodan", msg)
 	if !written && jsonRequested(args) {
 		// Automation reading --json output finds a result line even when
 		// the command line itself was wrong.

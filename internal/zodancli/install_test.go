@@ -2,9 +2,11 @@ package zodancli
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/zodan-project/zodan"
 	"github.com/zodan-project/zodan/internal/install"
 	"github.com/zodan-project/zodan/internal/pgtest"
 	"github.com/zodan-project/zodan/internal/render"
@@ -91,5 +93,32 @@ func TestInstallsMissingProceduresFirstAndSaysSo(t *testing.T) {
 		if rec["type"] == "install" {
 			t.Errorf("installed again: %v\n%s", rec, r)
 		}
+	}
+}
+
+// A node with newer procedures than this zodan knows
+// (install.ErrNewerVersionInstalled) is never installed over: they are
+// called as they are, or the command stops when the one it needs is
+// missing.
+func TestNewerProceduresAreNotReplaced(t *testing.T) {
+	c := pgtest.Shared(t)
+	db := c.Database(t)
+	installInto(t, c, db, "zt")
+	newer := install.Latest() + 1
+	c.Exec(t, db, fmt.Sprintf("UPDATE zt.zodan_schema_version SET version = %d; UPDATE zt.zodan_install SET zodan_version = '9.9.9'", newer))
+	args := []string{"health-check", "--schema", "zt", "--src-node-name", "n1", "--src-dsn", c.DSN(db)}
+
+	r := runZodan(t, args...)
+	want := fmt.Sprintf("has newer procedures (version %d, zodan 9.9.9) than this zodan %s (version %d); calling them as they are", newer, zodan.Version, install.Latest())
+	if !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr does not say %q\n%s", want, r)
+	}
+	c.Exec(t, db, "DROP PROCEDURE zt.health_check")
+	r = runZodan(t, args...)
+	if r.code != exitFailed || !strings.Contains(r.stderr, "use the zodan that installed them") {
+		t.Errorf("want exit 1 and the reason\n%s", r)
+	}
+	if v := installedVersion(t, c, db, "zt"); v != newer {
+		t.Errorf("version %d after the runs, want %d", v, newer)
 	}
 }

@@ -211,6 +211,16 @@ func TestFaultNewNodeKilledDuringCopy(t *testing.T) {
 		t.Errorf("the retry did not say it cleaned up:\n%s", retry.Messages())
 	}
 	f.converged(t)
+
+	// A join that worked but whose end never reached the journal (its
+	// session died right after the last phase) looks interrupted. The next
+	// add_node must not undo it: n4 is a working node.
+	exec(t, n4, `UPDATE spock.zodan_operation SET state = 'running', finished_at = NULL
+	              WHERE op_id = (SELECT max(op_id) FROM spock.zodan_operation)`)
+	again := n4.AddNode(testContext(t), n1)
+	mustFail(t, "add_node of a node that is already a working member", again, "ZDC05",
+		"this database is node n4, a working member of the cluster", "never detaches a working node")
+	rowsEverywhere(t, "after the refused retry", append(f.c.Nodes, n4)...)
 }
 
 // The source restarts during the join: the copy breaks, add_node fails

@@ -56,12 +56,12 @@ func TestInstallerOnSpockCluster(t *testing.T) {
 	}
 	t.Logf("zodan-install uninstall --cluster:\n%s", r.stdout)
 	r = zodanInstall(t, "install", "--dsn", n1.DSN(), "--cluster")
-	if r.code != 0 || strings.Count(r.stdout, ": installed version 0 -> 2 (zodan ") != 3 {
+	if r.code != 0 || strings.Count(r.stdout, ": installed version 0 -> 3 (zodan ") != 3 {
 		t.Fatalf("install --cluster: %s", r)
 	}
 	t.Logf("zodan-install install --cluster:\n%s", r.stdout)
 	r = zodanInstall(t, "status", "--dsn", n1.DSN(), "--cluster")
-	if r.code != 0 || strings.Count(r.stdout, ": version 2 (zodan ") != 3 || !strings.Contains(r.stdout, "procedures as installed") {
+	if r.code != 0 || strings.Count(r.stdout, ": version 3 (zodan ") != 3 || !strings.Contains(r.stdout, "procedures exactly as released in zodan 1.1.0") {
 		t.Fatalf("status --cluster: %s", r)
 	}
 	t.Logf("zodan-install status --cluster:\n%s", r.stdout)
@@ -107,7 +107,7 @@ func TestInstallerOnSpockCluster(t *testing.T) {
 	t.Logf("psql -f zodan.sql on n1:\n%s", out)
 	mustSucceed(t, "health_check after the psql install", n1.Call(testContext(t),
 		`CALL spock.health_check('n1', $1)`, n1.DSN()))
-	if r := zodanInstall(t, "uninstall", "--dsn", n1.DSN(), "--cluster"); r.code != 0 || strings.Count(r.stdout, "uninstalled version 2") != 3 {
+	if r := zodanInstall(t, "uninstall", "--dsn", n1.DSN(), "--cluster"); r.code != 0 || strings.Count(r.stdout, "uninstalled version 3") != 3 {
 		t.Fatalf("uninstall --cluster: %s", r)
 	}
 
@@ -116,7 +116,7 @@ func TestInstallerOnSpockCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = zodanInstall(t, "install", "--dsn", n1.DSN(), "--cluster")
-	if r.code != 1 || strings.Count(r.stdout, ": installed version 0 -> 2") != 2 ||
+	if r.code != 1 || strings.Count(r.stdout, ": installed version 0 -> 3") != 2 ||
 		!strings.Contains(r.stdout, "n3 (") || !strings.Contains(r.stdout, "FAILED") ||
 		!strings.Contains(r.stderr, "failed on 1 of 3 nodes: n3") {
 		t.Errorf("install --cluster with n3 down: %s", r)

@@ -1,5 +1,5 @@
 -- ===========================================================================
--- zodan 1.0.0: add_node, remove_node and health_check for pgEdge Spock
+-- zodan 1.1.0: add_node, remove_node and health_check for pgEdge Spock
 -- clusters, with their helpers, in schema zodan_ci.
 --
 -- Rendered for PostgreSQL 17, Spock 5.0.9 or later
@@ -1095,11 +1095,17 @@ $fn$;
 -- ---------------------------------------------------------------------------
 -- Operations: progress messages, phases and the journal.
 --
--- An operation (one add_node or remove_node CALL) is described by a jsonb
--- context built by zodan_op_begin:
+-- An operation (one add_node or remove_node CALL) is a list of phases,
+-- each a routine that takes the operation's context (jsonb) and returns
+-- it, updated. The context, built by zodan_op_context and zodan_op_begin:
 --   op        journal id          kind    'add_node' | 'remove_node'
 --   target    node added/removed  local   node whose connection journals
 --   verbose   detail wanted?      timeout seconds a wait may stall
+--   phases    the phase names     done    how many phases are done
+--   phase, phase_no, phase_started        the current phase
+--   dsns      node name -> DSN, in memory only: never journaled or printed
+-- plus what the operation's phases hand to each other (node lists, slot
+-- positions). zodan_op_fail is the one failure path.
 -- The journal (zodan_operation, zodan_operation_phase) lives on the node
 -- that runs the CALL and is written through that node's own zodan
 -- connection, so other sessions see progress as it happens and the record
@@ -1180,29 +1186,39 @@ AS $fn$
     SELECT to_char(extract(epoch FROM clock_timestamp() - since), 'FM999999990.00') || ' s'
 $fn$;
 
--- Announces phase no of total and journals it. Returns its start time,
--- which zodan_phase_done needs.
-CREATE FUNCTION zodan_ci.zodan_phase_begin(ctx jsonb, no integer, total integer, phase text, what text)
-RETURNS timestamptz
+-- Starts phase `phase` (one of ctx->'phases'): journals it, announces it
+-- with `what`, and returns ctx with the phase as the current one. The
+-- start time travels in ctx, as ISO 8601 text, which reads back the same
+-- whatever the session's DateStyle.
+CREATE FUNCTION zodan_ci.zodan_phase_begin(ctx jsonb, phase text, what text)
+RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    t timestamptz := clock_timestamp();
+    no integer := array_position(ARRAY(SELECT jsonb_array_elements_text(ctx->'phases')), phase);
+    total integer := jsonb_array_length(ctx->'phases');
 BEGIN
+    IF no IS NULL THEN
+        RAISE EXCEPTION 'zodan bug: % has no phase %', ctx->>'kind', phase;
+    END IF;
+    -- The node's clock, not ours, stamps the journal: no timestamp is
+    -- passed as text between sessions.
     PERFORM zodan_ci.zodan_journal(ctx, format(
-        'UPDATE zodan_ci.zodan_operation SET phase = %L, phase_started_at = %L WHERE op_id = %s;
+        'UPDATE zodan_ci.zodan_operation SET phase = %L, phase_started_at = clock_timestamp() WHERE op_id = %s;
          INSERT INTO zodan_ci.zodan_operation_phase (op_id, phase_no, phase, started_at)
-         VALUES (%s, %s, %L, %L) ON CONFLICT (op_id, phase_no) DO NOTHING',
-        phase, t, ctx->>'op', ctx->>'op', no, phase, t));
+         VALUES (%s, %s, %L, clock_timestamp()) ON CONFLICT (op_id, phase_no) DO NOTHING',
+        phase, ctx->>'op', ctx->>'op', no, phase));
     PERFORM zodan_ci.zodan_say(ctx, 'ZD001', format('phase %s/%s %s: %s', no, total, phase, what));
-    RETURN t;
+    RETURN ctx || jsonb_build_object('phase', phase, 'phase_no', no, 'phase_started', clock_timestamp());
 END;
 $fn$;
 
-CREATE FUNCTION zodan_ci.zodan_phase_done(ctx jsonb, no integer, total integer, phase text, started timestamptz,
-                                         outcome text DEFAULT 'done')
-RETURNS void
+-- Ends the current phase with outcome 'done' or 'skipped'. Returns ctx
+-- with the phase counted as done, which is how the failure handler knows
+-- where an operation stopped.
+CREATE FUNCTION zodan_ci.zodan_phase_done(ctx jsonb, outcome text DEFAULT 'done')
+RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1210,9 +1226,11 @@ BEGIN
     PERFORM zodan_ci.zodan_journal(ctx, format(
         'UPDATE zodan_ci.zodan_operation_phase SET finished_at = clock_timestamp(), outcome = %L
           WHERE op_id = %s AND phase_no = %s',
-        outcome, ctx->>'op', no));
+        outcome, ctx->>'op', ctx->>'phase_no'));
     PERFORM zodan_ci.zodan_say(ctx, CASE outcome WHEN 'skipped' THEN 'ZD003' ELSE 'ZD002' END,
-        format('phase %s/%s %s: %s in %s', no, total, phase, outcome, zodan_ci.zodan_seconds(started)));
+        format('phase %s/%s %s: %s in %s', ctx->>'phase_no', jsonb_array_length(ctx->'phases'), ctx->>'phase', outcome,
+               zodan_ci.zodan_seconds((ctx->>'phase_started')::timestamptz)));
+    RETURN ctx || jsonb_build_object('done', (ctx->>'phase_no')::integer);
 END;
 $fn$;
 
@@ -1228,26 +1246,43 @@ AS $fn$
           WHERE op_id = %s AND finished_at IS NULL', ctx->>'op'));
 $fn$;
 
--- Starts an operation: opens the connection to the node running the CALL
--- (local_dsn must lead back to this very database), takes the cluster lock
--- there, and opens the journal record. Returns the context.
-CREATE FUNCTION zodan_ci.zodan_op_begin(kind text, target text, source text, local_node text, local_dsn text,
-                                       be_verbose boolean, sync_timeout interval, details jsonb DEFAULT '{}')
+-- The context of an operation before it starts: who runs it, its phases,
+-- its wait limit, and `state`, merged in: what the phases share (node
+-- names, and under "dsns" the DSNs, which stay in this session's memory:
+-- nothing journals or prints ctx whole).
+CREATE FUNCTION zodan_ci.zodan_op_context(kind text, target text, local_node text, be_verbose boolean,
+                                         sync_timeout interval, phases text[], state jsonb)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT state || jsonb_build_object('kind', kind, 'target', target, 'local', local_node, 'began', clock_timestamp(),
+                                       'verbose', coalesce(be_verbose, false),
+                                       'timeout', zodan_ci.zodan_sync_timeout(sync_timeout),
+                                       'phases', to_jsonb(phases), 'done', 0);
+$fn$;
+
+-- Starts the operation described by ctx: opens the connection to the node
+-- running the CALL (ctx->'dsns'->local must lead back to this very
+-- database), takes the cluster lock there, and opens the journal record
+-- with `details` (never DSNs). Returns ctx with the journal id. Callers
+-- run it inside their failure handler (zodan_op_fail): once the lock is
+-- taken, any failure must end with the connection, and so the lock, gone.
+CREATE FUNCTION zodan_ci.zodan_op_begin(ctx jsonb, source text, details jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    ctx jsonb;
-    timeout_s integer := zodan_ci.zodan_sync_timeout(sync_timeout);
+    kind text := ctx->>'kind';
+    local_node text := ctx->>'local';
+    local_dsn text := ctx->'dsns'->>(ctx->>'local');
     remote jsonb;
     holder text;
     op bigint;
 BEGIN
-    ctx := jsonb_build_object('kind', kind, 'target', target, 'local', local_node,
-                              'verbose', coalesce(be_verbose, false), 'timeout', timeout_s);
     PERFORM zodan_ci.zodan_disconnect_all();
-    PERFORM zodan_ci.zodan_connect(local_node, local_dsn, format('zodan %s %s', kind, target), timeout_s);
+    PERFORM zodan_ci.zodan_connect(local_node, local_dsn, format('zodan %s %s', kind, ctx->>'target'), (ctx->>'timeout')::integer);
 
     SELECT j INTO remote FROM zodan_ci.zodan_query(local_node,
         'SELECT (SELECT system_identifier FROM pg_control_system())::text AS sysid,
@@ -1267,14 +1302,127 @@ BEGIN
                   HINT = 'Wait for it to finish; SELECT * FROM zodan_ci.zodan_operations on the node that runs it shows its progress. A crashed operation releases the lock as soon as its connections close.';
     END IF;
 
+    -- The coordinator's backend start is read by the node itself: it is
+    -- the same database, and no timestamp travels as text.
     op := zodan_ci.zodan_value(local_node, format(
         'INSERT INTO zodan_ci.zodan_operation (kind, node_name, source_node, coordinator_pid, coordinator_started, details)
-         VALUES (%L, %L, %L, %s, %L, %L) RETURNING op_id',
-        kind, target, source, pg_backend_pid(),
-        (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()), details))::bigint;
-    ctx := ctx || jsonb_build_object('op', op, 'app', format('zodan %s %s (op %s on %s)', kind, target, op, local_node));
+         SELECT %L, %L, %L, a.pid, a.backend_start, %L::jsonb FROM pg_stat_activity a WHERE a.pid = %s
+         RETURNING op_id',
+        kind, ctx->>'target', source, coalesce(details, '{}'::jsonb), pg_backend_pid()))::bigint;
+    IF op IS NULL THEN
+        RAISE EXCEPTION 'could not open the journal record on %: this session (pid %) is not in pg_stat_activity there', local_node, pg_backend_pid()
+            USING ERRCODE = 'ZDC01';
+    END IF;
+    ctx := ctx || jsonb_build_object('op', op, 'app', format('zodan %s %s (op %s on %s)', kind, ctx->>'target', op, local_node));
     PERFORM zodan_ci.zodan_exec(local_node, format('SET application_name = %L', left(ctx->>'app', 63)));
     RETURN ctx;
+END;
+$fn$;
+
+-- The one failure path of add_node and remove_node (and health_check,
+-- which has no journal): ctx is the context as of the last phase done;
+-- st, msg, det, hnt are the error. It makes the operation's connections
+-- usable, marks the phase failed, rolls back what the operation's kind
+-- needs rolled back, records the outcome, closes every connection and
+-- re-raises, naming the phase. Never returns.
+--
+-- A cancel that lands during the rollback (a second Ctrl-C, or one that
+-- reached this session only after a dblink call returned) starts the
+-- rollback over, which is idempotent, instead of abandoning it half done;
+-- after three tries the journal says so and the next CALL finishes the
+-- job. Closing the connections is retried until it happens: dblink
+-- connections outlive the transaction, and with them would the cluster
+-- lock.
+CREATE FUNCTION zodan_ci.zodan_op_fail(ctx jsonb, st text, msg text, det text, hnt text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    phases text[] := ARRAY(SELECT jsonb_array_elements_text(coalesce(ctx->'phases', '[]')));
+    no integer := coalesce((ctx->>'done')::integer, 0) + 1;
+    phase text;
+    cleanup text;
+    recorded boolean := false;
+    journal_tries integer := 0;
+BEGIN
+    phase := coalesce(phases[no], 'start');
+    FOR attempt IN 1..3 LOOP
+        BEGIN
+            msg := zodan_ci.zodan_redact(msg);
+            det := zodan_ci.zodan_redact(det);
+            IF ctx ? 'op' THEN
+                PERFORM zodan_ci.zodan_recover_connections(ctx, ctx->'dsns');
+                PERFORM zodan_ci.zodan_phase_failed(ctx);
+                cleanup := CASE ctx->>'kind'
+                    WHEN 'add_node' THEN zodan_ci.zodan_add_node_rollback(ctx, format('phase %s/%s %s failed: %s', no, cardinality(phases), phase, msg), attempt)
+                    WHEN 'remove_node' THEN zodan_ci.zodan_remove_node_rollback(ctx) END;
+                PERFORM zodan_ci.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
+                                            format('%s: %s', st, msg), cleanup);
+                recorded := true;
+            END IF;
+            PERFORM zodan_ci.zodan_disconnect_all();
+            EXIT;
+        EXCEPTION WHEN query_canceled THEN
+            st := '57014';
+            msg := 'canceling statement due to user request';
+            cleanup := format('Cancelled during the rollback; CALL %s again: it finishes the cleanup first.', ctx->>'kind');
+        END;
+    END LOOP;
+    FOR attempt IN 1..100 LOOP
+        BEGIN
+            IF NOT recorded AND ctx ? 'op' AND journal_tries < 3 THEN
+                journal_tries := journal_tries + 1;
+                BEGIN
+                    -- A cancel may have left the journal's connection busy
+                    -- or closed; writing the journal needs no lock.
+                    IF NOT zodan_ci.zodan_alive(ctx->>'local') THEN
+                        PERFORM zodan_ci.zodan_connect(ctx->>'local', ctx->'dsns'->>(ctx->>'local'), ctx->>'app', (ctx->>'timeout')::integer);
+                    END IF;
+                    PERFORM zodan_ci.zodan_op_note(ctx, '{"cleanup_incomplete": true}');
+                    PERFORM zodan_ci.zodan_op_end(ctx, 'cancelled', format('%s: %s', st, msg), cleanup);
+                    recorded := true;
+                EXCEPTION WHEN OTHERS THEN
+                    RAISE WARNING 'zodan: could not record the outcome in the operation journal: %', zodan_ci.zodan_redact(SQLERRM);
+                END;
+            END IF;
+            PERFORM zodan_ci.zodan_disconnect_all();
+            EXIT;
+        EXCEPTION WHEN query_canceled THEN
+            NULL;  -- closing connections is quick, and must happen
+        END;
+    END LOOP;
+    IF cardinality(phases) = 0 THEN
+        RAISE EXCEPTION USING MESSAGE = msg, ERRCODE = st, DETAIL = coalesce(det, ''), HINT = coalesce(hnt, '');
+    END IF;
+    IF NOT ctx ? 'op' THEN
+        RAISE EXCEPTION '% % failed while starting: %', ctx->>'kind', ctx->>'target', msg
+            USING ERRCODE = st, DETAIL = coalesce(det, ''), HINT = coalesce(hnt, '');
+    END IF;
+    RAISE EXCEPTION '% % failed in phase %/% %: %', ctx->>'kind', ctx->>'target', no, cardinality(phases), phase, msg
+        USING ERRCODE = st,
+              DETAIL = concat_ws(E'\n', nullif(det, ''), cleanup),
+              HINT = coalesce(hnt, '');
+END;
+$fn$;
+
+-- The end of an operation that succeeded: the closing report (from
+-- report_via, over nodes), the journal, and the last line.
+CREATE FUNCTION zodan_ci.zodan_op_succeeded(ctx jsonb, report_via text, nodes text[], cleanup text, last_line text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF report_via IS NOT NULL THEN
+        PERFORM zodan_ci.zodan_report(ctx, report_via, nodes);
+    END IF;
+    IF cleanup IS NOT NULL THEN
+        PERFORM zodan_ci.zodan_warn(ctx, cleanup);
+    END IF;
+    PERFORM zodan_ci.zodan_op_end(ctx, 'succeeded', NULL, cleanup);
+    PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('%s in %s', last_line,
+        zodan_ci.zodan_seconds((ctx->>'began')::timestamptz)));
 END;
 $fn$;
 
@@ -1401,9 +1549,12 @@ END;
 $fn$;
 
 -- Operations on this node whose cleanup is still owed: those recorded as
--- running whose coordinating session is gone (a crash, a killed backend,
--- a restart ended them mid-way), and failed or cancelled ones whose
--- rollback could not finish. Oldest first. They stay as they are until
+-- running (a crash, a killed backend, a restart, or cancels that outran
+-- the rollback ended them mid-way), and failed or cancelled ones whose
+-- rollback could not finish. Oldest first. The caller holds the cluster
+-- lock on this node, which every live operation that touches the node
+-- holds too, so none of those is still at work, even when the session
+-- that coordinated it is still connected. They stay as they are until
 -- zodan_close_interrupted records the cleanup, so a cleanup that fails is
 -- tried again next time.
 CREATE FUNCTION zodan_ci.zodan_interrupted(ctx jsonb)
@@ -1416,10 +1567,7 @@ AS $fn$
                 CASE WHEN o.state = ''running'' THEN ''interrupted'' ELSE o.state END AS state
            FROM zodan_ci.zodan_operation o
           WHERE o.op_id <> %s
-            AND ((o.state = ''running''
-                  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                                   WHERE a.pid = o.coordinator_pid
-                                     AND a.backend_start = o.coordinator_started))
+            AND (o.state = ''running''
                  OR (o.state IN (''failed'', ''cancelled'')
                      AND coalesce((o.details->>''cleanup_incomplete'')::boolean, false)))',
         ctx->>'op')) AS j
@@ -1443,24 +1591,32 @@ $fn$;
 -- ---------------------------------------------------------------------------
 -- Waiting for the cluster.
 --
--- Every wait polls the state it waits for; none sleeps a fixed time. The
--- limit is on stalling, not on duration: a wait fails once what it watches
--- has not moved for the operation's timeout (sync_timeout), so a copy that
--- takes hours but keeps moving is fine, and a stuck one fails with the
--- last state seen. Waits report every 30 seconds so a DBA sees where the
--- operation is.
+-- Every wait is zodan_wait: it polls what it waits for and never sleeps a
+-- fixed time. The limit is on stalling, not on duration: a wait fails once
+-- what it watches has not moved for the operation's timeout (sync_timeout),
+-- so a copy that takes hours but keeps moving is fine, and a stuck one
+-- fails with the last state seen. While it waits it says where it is every
+-- 30 seconds (a progress cadence for the DBA watching, not a limit).
 -- ---------------------------------------------------------------------------
 
--- Polls probe (a query returning one pg_lsn, or no row) on node until it
--- returns target or later. Returns the LSN reached.
-CREATE FUNCTION zodan_ci.zodan_wait_lsn(ctx jsonb, node text, probe text, target pg_lsn, what text)
-RETURNS pg_lsn
+-- The one wait loop. probe is a function (ctx jsonb, args jsonb, memo
+-- jsonb) RETURNS jsonb, called once per poll, which answers:
+--   done      true once the wait is over
+--   progress  text that changes whenever what is watched moves
+--   state     where it is, for "still waiting" lines and the timeout error
+--   memo      anything the probe wants back at the next poll
+-- A probe raises to fail the wait at once (a disabled subscription, a
+-- copy that cannot resume). what names the wait in messages; hint goes
+-- with the timeout error. Returns the probe's last answer.
+CREATE FUNCTION zodan_ci.zodan_wait(ctx jsonb, what text, probe regproc, args jsonb, hint text)
+RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    seen pg_lsn;
-    last pg_lsn;
+    answer jsonb;
+    memo jsonb := '{}'::jsonb;
+    last_progress text;
     started timestamptz := clock_timestamp();
     moved timestamptz := clock_timestamp();
     reported timestamptz := clock_timestamp();
@@ -1468,33 +1624,57 @@ DECLARE
     i integer := 0;
 BEGIN
     LOOP
-        seen := zodan_ci.zodan_value(node, probe)::pg_lsn;
-        EXIT WHEN seen >= target;
-        IF seen IS DISTINCT FROM last THEN
-            last := seen;
+        EXECUTE format('SELECT %s($1, $2, $3)', probe) INTO answer USING ctx, args, memo;
+        EXIT WHEN (answer->>'done')::boolean;
+        memo := coalesce(answer->'memo', '{}'::jsonb);
+        IF i = 0 OR answer->>'progress' IS DISTINCT FROM last_progress THEN
+            last_progress := answer->>'progress';
             moved := clock_timestamp();
         END IF;
         IF clock_timestamp() - moved > make_interval(secs => limit_s) THEN
-            RAISE EXCEPTION 'timed out waiting for %: no progress for % s (reached %, waiting for %)',
-                            what, limit_s, coalesce(seen::text, 'nothing yet'), target
+            RAISE EXCEPTION 'timed out waiting for %: no progress for % s (%)', what, limit_s, answer->>'state'
                 USING ERRCODE = 'ZDT01',
-                      HINT = format('Check replication on node %s (SELECT * FROM spock.sub_show_status()); to allow longer stalls, pass sync_timeout => ''30 min'' or SET spock.sync_timeout.', node);
+                      HINT = concat_ws(' ', hint, 'To allow longer stalls, pass sync_timeout => ''30 min'' or SET spock.sync_timeout.');
         END IF;
         IF clock_timestamp() - reported > interval '30 seconds' THEN
-            PERFORM zodan_ci.zodan_say(ctx, 'ZD004', format('still waiting for %s: at %s of %s after %s',
-                                                           what, coalesce(seen::text, 'nothing yet'), target,
-                                                           zodan_ci.zodan_seconds(started)));
+            PERFORM zodan_ci.zodan_say(ctx, 'ZD004', format('still waiting for %s: %s after %s',
+                                                           what, answer->>'state', zodan_ci.zodan_seconds(started)));
             reported := clock_timestamp();
         END IF;
         PERFORM zodan_ci.zodan_backoff(i);
         i := i + 1;
     END LOOP;
-    PERFORM zodan_ci.zodan_detail(ctx, format('%s: reached %s (needed %s) in %s', what, seen, target, zodan_ci.zodan_seconds(started)));
-    RETURN seen;
+    PERFORM zodan_ci.zodan_detail(ctx, format('%s: %s in %s', what, answer->>'state', zodan_ci.zodan_seconds(started)));
+    RETURN answer;
 END;
 $fn$;
 
--- Probe for zodan_wait_lsn: how far node has applied origin's changes, by
+-- Probe for zodan_wait_lsn: args {node, sql, target}; sql returns one
+-- pg_lsn on node, or no row.
+CREATE FUNCTION zodan_ci.zodan_probe_lsn(ctx jsonb, args jsonb, memo jsonb)
+RETURNS jsonb
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT jsonb_build_object('done', coalesce(seen >= (args->>'target')::pg_lsn, false),
+                              'progress', seen::text, 'lsn', seen::text,
+                              'state', format('reached %s, waiting for %s', coalesce(seen::text, 'nothing yet'), args->>'target'))
+      FROM (SELECT zodan_ci.zodan_value(args->>'node', args->>'sql')::pg_lsn) AS v(seen);
+$fn$;
+
+-- Polls probe (a query returning one pg_lsn, or no row) on node until it
+-- returns target or later. Returns the LSN reached.
+CREATE FUNCTION zodan_ci.zodan_wait_lsn(ctx jsonb, node text, probe text, target pg_lsn, what text)
+RETURNS pg_lsn
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT (zodan_ci.zodan_wait(ctx, what, 'zodan_ci.zodan_probe_lsn'::regproc,
+                              jsonb_build_object('node', node, 'sql', probe, 'target', target),
+                              format('Check replication on node %s (SELECT * FROM spock.sub_show_status()).', node))->>'lsn')::pg_lsn;
+$fn$;
+
+-- Probe for zodan_applied: how far node has applied origin's changes, by
 -- the replication origin of node's subscription from origin. This is what
 -- has been committed locally, not merely received.
 CREATE FUNCTION zodan_ci.zodan_applied_probe(origin text)
@@ -1538,12 +1718,11 @@ BEGIN
 END;
 $fn$;
 
--- Waits until every subscription on each of nodes is replicating. A
--- subscription that is disabled fails at once; one that is down (its
--- worker not running) is waited for, since workers restart, and named
--- when the wait times out.
-CREATE FUNCTION zodan_ci.zodan_wait_replicating(ctx jsonb, nodes text[])
-RETURNS void
+-- Probe for zodan_wait_replicating: args {nodes}. A subscription that is
+-- disabled fails at once; one that is down (its worker not running) is
+-- waited for, since workers restart.
+CREATE FUNCTION zodan_ci.zodan_probe_replicating(ctx jsonb, args jsonb, memo jsonb)
+RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1551,146 +1730,156 @@ DECLARE
     node text;
     bad jsonb;
     state text;
-    last_state text;
-    started timestamptz := clock_timestamp();
-    moved timestamptz := clock_timestamp();
-    reported timestamptz := clock_timestamp();
-    limit_s integer := (ctx->>'timeout')::integer;
-    i integer := 0;
 BEGIN
-    LOOP
-        state := NULL;
-        FOREACH node IN ARRAY nodes LOOP
-            SELECT j INTO bad FROM zodan_ci.zodan_query(node,
-                'SELECT s.sub_name AS name, s.sub_enabled AS enabled, coalesce(st.status, ''unknown'') AS status
-                   FROM spock.subscription s
-                   LEFT JOIN spock.sub_show_status() st ON st.subscription_name = s.sub_name
-                  WHERE st.status IS DISTINCT FROM ''replicating''
-                  ORDER BY s.sub_name LIMIT 1') AS j;
-            IF bad IS NOT NULL THEN
-                IF NOT (bad->>'enabled')::boolean THEN
-                    RAISE EXCEPTION 'subscription % on node % is disabled', bad->>'name', node
-                        USING ERRCODE = 'ZDC02',
-                              HINT = format('Enable it (SELECT spock.sub_enable(%L) on %s) or find out why it was disabled.', bad->>'name', node);
-                END IF;
-                state := format('%s on %s is %s', bad->>'name', node, bad->>'status');
-                EXIT;
+    FOR node IN SELECT jsonb_array_elements_text(args->'nodes') LOOP
+        SELECT j INTO bad FROM zodan_ci.zodan_query(node,
+            'SELECT s.sub_name AS name, s.sub_enabled AS enabled, coalesce(st.status, ''unknown'') AS status
+               FROM spock.subscription s
+               LEFT JOIN spock.sub_show_status() st ON st.subscription_name = s.sub_name
+              WHERE st.status IS DISTINCT FROM ''replicating''
+              ORDER BY s.sub_name LIMIT 1') AS j;
+        IF bad IS NOT NULL THEN
+            IF NOT (bad->>'enabled')::boolean THEN
+                RAISE EXCEPTION 'subscription % on node % is disabled', bad->>'name', node
+                    USING ERRCODE = 'ZDC02',
+                          HINT = format('Enable it (SELECT spock.sub_enable(%L) on %s) or find out why it was disabled.', bad->>'name', node);
             END IF;
-        END LOOP;
-        EXIT WHEN state IS NULL;
-        IF state IS DISTINCT FROM last_state THEN
-            last_state := state;
-            moved := clock_timestamp();
+            state := format('%s on %s is %s', bad->>'name', node, bad->>'status');
+            IF state IS DISTINCT FROM memo->>'state' THEN
+                PERFORM zodan_ci.zodan_detail(ctx, state);
+            END IF;
+            RETURN jsonb_build_object('done', false, 'state', state, 'progress', state,
+                                      'memo', jsonb_build_object('state', state));
         END IF;
-        IF clock_timestamp() - moved > make_interval(secs => limit_s) THEN
-            RAISE EXCEPTION 'timed out waiting for subscriptions to replicate: % for % s', state, limit_s
-                USING ERRCODE = 'ZDT01',
-                      HINT = 'A subscription that stays "down" has an apply worker that keeps failing; that node''s server log says why.';
-        END IF;
-        IF clock_timestamp() - reported > interval '30 seconds' THEN
-            PERFORM zodan_ci.zodan_say(ctx, 'ZD004', format('still waiting for subscriptions to replicate: %s after %s',
-                                                           state, zodan_ci.zodan_seconds(started)));
-            reported := clock_timestamp();
-        END IF;
-        PERFORM zodan_ci.zodan_backoff(i);
-        i := i + 1;
     END LOOP;
+    RETURN jsonb_build_object('done', true, 'state', 'every subscription replicates');
 END;
 $fn$;
 
--- Waits for the initial copy of subscription sub on node (structure, data,
--- constraints) to finish. Progress is any change in the sync step, the
--- bytes COPY has moved or the database's size (index builds), so a long
--- copy never times out while it works. A copy whose worker died in a step
--- it cannot resume from fails at once.
-CREATE FUNCTION zodan_ci.zodan_wait_copy(ctx jsonb, node text, sub text, provider text)
+-- Waits until every subscription on each of nodes is replicating.
+CREATE FUNCTION zodan_ci.zodan_wait_replicating(ctx jsonb, nodes text[])
 RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT FROM zodan_ci.zodan_wait(ctx, 'subscriptions to replicate', 'zodan_ci.zodan_probe_replicating'::regproc,
+                                  jsonb_build_object('nodes', to_jsonb(nodes)),
+                                  'A subscription that stays "down" has an apply worker that keeps failing; that node''s server log says why.');
+$fn$;
+
+-- Probe for zodan_wait_copy: args {node, sub, provider}. Progress is any
+-- change in the sync step, the bytes COPY has moved or the database's
+-- size (index builds). A copy whose worker died in a step it cannot
+-- resume from fails (memo keeps since when it is dead, and the step last
+-- announced).
+CREATE FUNCTION zodan_ci.zodan_probe_copy(ctx jsonb, args jsonb, memo jsonb)
+RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    node text := args->>'node';
+    sub text := args->>'sub';
+    provider text := args->>'provider';
     s jsonb;
-    marker text;
-    last_marker text;
     step text;
-    last_step text;
-    dead_since timestamptz;
-    started timestamptz := clock_timestamp();
-    moved timestamptz := clock_timestamp();
-    reported timestamptz := clock_timestamp();
-    limit_s integer := (ctx->>'timeout')::integer;
-    i integer := 0;
+    dead_since timestamptz := (memo->>'dead_since')::timestamptz;
 BEGIN
-    LOOP
-        SELECT j INTO s FROM zodan_ci.zodan_query(node, format(
-            'SELECT ss.sync_status AS sync, coalesce(st.status, ''unknown'') AS status,
-                    (SELECT coalesce(sum(bytes_processed), 0) FROM pg_stat_progress_copy
-                      WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS copied,
-                    (SELECT string_agg(relid::regclass::text, '', '') FROM pg_stat_progress_copy
-                      WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS tables,
-                    pg_database_size(current_database()) AS size
-               FROM spock.subscription sb
-               JOIN spock.local_sync_status ss ON ss.sync_subid = sb.sub_id AND ss.sync_nspname IS NULL
-               LEFT JOIN spock.sub_show_status(sb.sub_name) st ON true
-              WHERE sb.sub_name = %L', sub)) AS j;
-        IF s IS NULL THEN
-            RAISE EXCEPTION 'subscription % disappeared from node % during the initial copy', sub, node
-                USING ERRCODE = 'ZDC02';
-        END IF;
-        EXIT WHEN s->>'sync' = 'r' AND s->>'status' = 'replicating';
+    SELECT j INTO s FROM zodan_ci.zodan_query(node, format(
+        'SELECT ss.sync_status AS sync, coalesce(st.status, ''unknown'') AS status,
+                (SELECT coalesce(sum(bytes_processed), 0) FROM pg_stat_progress_copy
+                  WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS copied,
+                (SELECT string_agg(relid::regclass::text, '', '') FROM pg_stat_progress_copy
+                  WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS tables,
+                pg_database_size(current_database()) AS size
+           FROM spock.subscription sb
+           JOIN spock.local_sync_status ss ON ss.sync_subid = sb.sub_id AND ss.sync_nspname IS NULL
+           LEFT JOIN spock.sub_show_status(sb.sub_name) st ON true
+          WHERE sb.sub_name = %L', sub)) AS j;
+    IF s IS NULL THEN
+        RAISE EXCEPTION 'subscription % disappeared from node % during the initial copy', sub, node
+            USING ERRCODE = 'ZDC02';
+    END IF;
+    IF s->>'sync' = 'r' AND s->>'status' = 'replicating' THEN
+        RETURN jsonb_build_object('done', true, 'state', 'copied');
+    END IF;
 
-        step := CASE s->>'sync'
-                    WHEN 'i' THEN 'starting' WHEN 's' THEN 'copying the schema'
-                    WHEN 'd' THEN 'copying data' WHEN 'c' THEN 'creating indexes and constraints'
-                    WHEN 'u' THEN 'catching up' WHEN 'y' THEN 'synchronized' WHEN 'r' THEN 'starting replication'
-                    ELSE 'in sync state ' || (s->>'sync') END;
-        IF step IS DISTINCT FROM last_step THEN
-            PERFORM zodan_ci.zodan_info(ctx, format('initial copy from %s: %s', provider, step));
-            last_step := step;
-        END IF;
+    step := CASE s->>'sync'
+                WHEN 'i' THEN 'starting' WHEN 's' THEN 'copying the schema'
+                WHEN 'd' THEN 'copying data' WHEN 'c' THEN 'creating indexes and constraints'
+                WHEN 'u' THEN 'catching up' WHEN 'y' THEN 'synchronized' WHEN 'r' THEN 'starting replication'
+                ELSE 'in sync state ' || (s->>'sync') END;
+    IF step IS DISTINCT FROM memo->>'step' THEN
+        PERFORM zodan_ci.zodan_info(ctx, format('initial copy from %s: %s', provider, step));
+    END IF;
 
-        -- Spock 6.0 marks a copy that failed: nothing will move any more.
-        IF s->>'sync' = 'f' THEN
-            RAISE EXCEPTION 'the initial copy from % to % failed', provider, node
+    -- Spock 6.0 marks a copy that failed: nothing will move any more.
+    IF s->>'sync' = 'f' THEN
+        RAISE EXCEPTION 'the initial copy from % to % failed', provider, node
+            USING ERRCODE = 'ZDC03',
+                  DETAIL = format('Spock marked subscription %s''s initial copy on %s as failed.', sub, node),
+                  HINT = format('The server log of %s names the cause (often a missing role, extension or tablespace, or a lost connection to %s).', node, provider);
+    END IF;
+    -- Spock cannot resume a copy that stopped in these steps. A worker
+    -- shows as down for a moment while it starts; three seconds of it
+    -- is a worker that exited.
+    IF s->>'sync' IN ('s', 'd', 'c') AND s->>'status' = 'down' THEN
+        dead_since := coalesce(dead_since, clock_timestamp());
+        IF clock_timestamp() - dead_since > interval '3 seconds' THEN
+            RAISE EXCEPTION 'the initial copy from % to % failed while %', provider, node, step
                 USING ERRCODE = 'ZDC03',
-                      DETAIL = format('Spock marked subscription %s''s initial copy on %s as failed.', sub, node),
+                      DETAIL = format('Subscription %s''s worker on %s stopped and cannot resume from this step.', sub, node),
                       HINT = format('The server log of %s names the cause (often a missing role, extension or tablespace, or a lost connection to %s).', node, provider);
         END IF;
-        -- Spock cannot resume a copy that stopped in these steps.
-        IF s->>'sync' IN ('s', 'd', 'c') AND s->>'status' = 'down' THEN
-            dead_since := coalesce(dead_since, clock_timestamp());
-            IF clock_timestamp() - dead_since > interval '3 seconds' THEN
-                RAISE EXCEPTION 'the initial copy from % to % failed while %', provider, node, step
-                    USING ERRCODE = 'ZDC03',
-                          DETAIL = format('Subscription %s''s worker on %s stopped and cannot resume from this step.', sub, node),
-                          HINT = format('The server log of %s names the cause (often a missing role, extension or tablespace, or a lost connection to %s).', node, provider);
-            END IF;
-        ELSE
-            dead_since := NULL;
-        END IF;
+    ELSE
+        dead_since := NULL;
+    END IF;
 
-        marker := concat_ws('/', s->>'sync', s->>'copied', s->>'size');
-        IF marker IS DISTINCT FROM last_marker THEN
-            last_marker := marker;
-            moved := clock_timestamp();
-        END IF;
-        IF clock_timestamp() - moved > make_interval(secs => limit_s) THEN
-            RAISE EXCEPTION 'timed out waiting for the initial copy from % to %: no progress for % s while % (subscription %)',
-                            provider, node, limit_s, step, s->>'status'
-                USING ERRCODE = 'ZDT01',
-                      HINT = format('Check %s''s server log; to allow longer stalls pass sync_timeout => ''1 hour'' or SET spock.sync_timeout.', node);
-        END IF;
-        IF clock_timestamp() - reported > interval '30 seconds' THEN
-            PERFORM zodan_ci.zodan_say(ctx, 'ZD004', format('initial copy from %s: %s, %s copied%s, database %s, after %s',
-                provider, step, pg_size_pretty((s->>'copied')::bigint),
-                coalesce(' (now ' || (s->>'tables') || ')', ''),
-                pg_size_pretty((s->>'size')::bigint), zodan_ci.zodan_seconds(started)));
-            reported := clock_timestamp();
-        END IF;
-        PERFORM zodan_ci.zodan_backoff(i);
-        i := i + 1;
-    END LOOP;
+    RETURN jsonb_build_object(
+        'done', false,
+        'progress', concat_ws('/', s->>'sync', s->>'copied', s->>'size'),
+        'state', format('%s, %s copied%s, database %s, subscription %s', step, pg_size_pretty((s->>'copied')::bigint),
+                        coalesce(' (now ' || (s->>'tables') || ')', ''), pg_size_pretty((s->>'size')::bigint), s->>'status'),
+        'memo', jsonb_strip_nulls(jsonb_build_object('step', step, 'dead_since', dead_since)));
 END;
+$fn$;
+
+-- Waits for the initial copy of subscription sub on node (structure, data,
+-- constraints) to finish. A copy that takes long never times out while it
+-- works.
+CREATE FUNCTION zodan_ci.zodan_wait_copy(ctx jsonb, node text, sub text, provider text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT FROM zodan_ci.zodan_wait(ctx, format('the initial copy from %s to %s', provider, node),
+                                  'zodan_ci.zodan_probe_copy'::regproc,
+                                  jsonb_build_object('node', node, 'sub', sub, 'provider', provider),
+                                  format('Check %s''s server log.', node));
+$fn$;
+
+-- Probe for zodan_wait_slot_inactive: args {node, slot}.
+CREATE FUNCTION zodan_ci.zodan_probe_slot_inactive(ctx jsonb, args jsonb, memo jsonb)
+RETURNS jsonb
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT jsonb_build_object(
+        'done', NOT coalesce(zodan_ci.zodan_value(args->>'node', format(
+                    'SELECT active FROM pg_replication_slots WHERE slot_name = %L', args->>'slot'))::boolean, false),
+        'state', format('slot %s on %s is in use', args->>'slot', args->>'node'));
+$fn$;
+
+-- Waits until no walsender uses slot on node any more.
+CREATE FUNCTION zodan_ci.zodan_wait_slot_inactive(ctx jsonb, node text, slot text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT FROM zodan_ci.zodan_wait(ctx, format('slot %s on %s to be released', slot, node),
+                                  'zodan_ci.zodan_probe_slot_inactive'::regproc,
+                                  jsonb_build_object('node', node, 'slot', slot),
+                                  format('Find the process using it: SELECT active_pid FROM pg_replication_slots WHERE slot_name = %L on %s.', slot, node));
 $fn$;
 
 -- ---------------------------------------------------------------------------
@@ -1800,47 +1989,53 @@ AS $fn$
     SELECT string_to_array((regexp_match(v, '^\d+(?:\.\d+)*'))[1], '.')::integer[];
 $fn$;
 
--- The checks; check_type is 'pre', 'post', or 'add_node' ('pre' for a
--- caller that already holds the cluster lock). members are the node names the source knows; facts maps
--- each reachable node (source and new node included) to zodan_facts;
--- unreachable maps each node that could not be reached to the reason.
--- Returns one row per check.
-CREATE FUNCTION zodan_ci.zodan_checks(check_type text, src text, new text, members text[], facts jsonb, unreachable jsonb)
+-- ---------------------------------------------------------------------------
+-- The checks, one routine each. Each takes c, the arguments of zodan_checks
+-- as one jsonb object ({check_type, src, new, members, facts, unreachable};
+-- an argument that is NULL is absent), and returns its rows (ok,
+-- check_name, detail): none when it does not apply, as when the source or
+-- the new node could not be reached. In c, facts->src are the source's
+-- facts and facts->new the new node's.
+-- ---------------------------------------------------------------------------
+
+-- Reachability: one failing row per unreachable node, or one passing row.
+CREATE FUNCTION zodan_ci.zodan_check_connect(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    (SELECT false, 'connect', format('node %s is unreachable: %s', node, c->'unreachable'->>node)
+       FROM jsonb_object_keys(c->'unreachable') AS node
+      ORDER BY node)
+    UNION ALL
+    SELECT true, 'connect',
+           format('all %s nodes reachable: %s',
+                  (SELECT count(*) FROM jsonb_object_keys(c->'facts')) + (SELECT count(*) FROM jsonb_object_keys(c->'unreachable')),
+                  (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(c->'facts') k))
+     WHERE c->'unreachable' = '{}'::jsonb;
+$fn$;
+
+-- Spock present and recent enough everywhere. Versions may differ (a
+-- rolling upgrade adds nodes of the newer release: Spock negotiates
+-- its protocol, 4 for 5.0 and 5 for 6.0, both ways), but a new node
+-- must not run an older major.minor than any node of the cluster.
+CREATE FUNCTION zodan_ci.zodan_check_spock_version(c jsonb)
 RETURNS TABLE (ok boolean, check_name text, detail text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    src text := c->>'src';
+    new text := c->>'new';
+    facts jsonb := c->'facts';
+    sf jsonb := c->'facts'->(c->>'src');
+    nf jsonb := c->'facts'->(c->>'new');
     node text;
     f jsonb;
-    sf jsonb := facts->src;
-    nf jsonb := CASE WHEN new IS NULL THEN NULL ELSE facts->new END;
-    sub jsonb;
-    missing text[];
-    taken text;
-    reasons text[];
+    reasons text[] := '{}'::text[];
+    newer text;
     ref_mm integer[];
-    need integer;
-    cluster_size integer := (SELECT count(*) FROM jsonb_object_keys(facts)) + (SELECT count(*) FROM jsonb_object_keys(unreachable));
 BEGIN
-    -- Reachability.
-    FOR node IN SELECT jsonb_object_keys(unreachable) ORDER BY 1 LOOP
-        ok := false; check_name := 'connect';
-        detail := format('node %s is unreachable: %s', node, unreachable->>node);
-        RETURN NEXT;
-    END LOOP;
-    IF unreachable = '{}'::jsonb THEN
-        ok := true; check_name := 'connect';
-        detail := format('all %s nodes reachable: %s', cluster_size,
-                         (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(facts) k));
-        RETURN NEXT;
-    END IF;
-
-    -- Spock present and recent enough everywhere. Versions may differ (a
-    -- rolling upgrade adds nodes of the newer release: Spock negotiates
-    -- its protocol, 4 for 5.0 and 5 for 6.0, both ways), but a new node
-    -- must not run an older major.minor than any node of the cluster.
-    reasons := '{}'::text[];
     FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
         IF f->>'spock' IS NULL THEN
             reasons := reasons || format('Spock is not installed on %s', node);
@@ -1848,16 +2043,16 @@ BEGIN
             reasons := reasons || format('%s has Spock %s, older than 5.0.9', node, f->>'spock');
         END IF;
     END LOOP;
-    IF cardinality(reasons) = 0 AND check_type IN ('pre', 'add_node') AND nf IS NOT NULL AND sf IS NOT NULL THEN
+    IF cardinality(reasons) = 0 AND c->>'check_type' IN ('pre', 'add_node') AND nf IS NOT NULL AND sf IS NOT NULL THEN
         SELECT string_agg(format('%s (%s)', key, value->>'spock'), ', ' ORDER BY key),
                max((zodan_ci.zodan_version_parts(value->>'spock'))[1:2])
-          INTO taken, ref_mm
+          INTO newer, ref_mm
           FROM jsonb_each(facts)
          WHERE key <> new
            AND (zodan_ci.zodan_version_parts(value->>'spock'))[1:2] > (zodan_ci.zodan_version_parts(nf->>'spock'))[1:2];
-        IF taken IS NOT NULL THEN
+        IF newer IS NOT NULL THEN
             reasons := reasons || format('%s has Spock %s, older than %s: a node may not join a cluster that runs a newer Spock major.minor; install Spock %s on %s',
-                                         new, nf->>'spock', taken, array_to_string(ref_mm, '.'), new);
+                                         new, nf->>'spock', newer, array_to_string(ref_mm, '.'), new);
         ELSIF (zodan_ci.zodan_version_parts(nf->>'spock'))[1:2] <> (zodan_ci.zodan_version_parts(sf->>'spock'))[1:2] THEN
             -- Spock 6.0 takes its initial copy with functions that only a
             -- 6.0 provider has (spock.read_peer_progress); a 6.0 join from
@@ -1868,7 +2063,6 @@ BEGIN
                                          array_to_string((zodan_ci.zodan_version_parts(nf->>'spock'))[1:2], '.'),
                                          new, array_to_string((zodan_ci.zodan_version_parts(sf->>'spock'))[1:2], '.'));
         END IF;
-        taken := NULL;
     END IF;
     ok := cardinality(reasons) = 0; check_name := 'spock-version';
     detail := CASE WHEN NOT ok THEN array_to_string(reasons, '; ')
@@ -1879,248 +2073,381 @@ BEGIN
                                (SELECT string_agg(format('%s has %s', key, value->>'spock'), ', ' ORDER BY key) FROM jsonb_each(facts)),
                                CASE WHEN nf IS NOT NULL THEN format(', %s not older than any other', new) ELSE '' END) END;
     RETURN NEXT;
+END;
+$fn$;
 
-    -- PostgreSQL majors may differ too, but the copy runs the new node's
-    -- pg_dump against the source, and pg_dump cannot read a newer server.
-    reasons := '{}'::text[];
-    IF check_type IN ('pre', 'add_node') AND nf IS NOT NULL AND sf IS NOT NULL
-       AND (nf->>'pgnum')::integer / 10000 < (sf->>'pgnum')::integer / 10000 THEN
-        reasons := reasons || format('%s runs PostgreSQL %s, older than the source %s''s %s: the copy runs %s''s pg_dump against %s, and pg_dump cannot read a newer server; add a node of PostgreSQL %s or later, or use a source of PostgreSQL %s',
-                                     new, nf->>'pgversion', src, sf->>'pgversion', new, src,
-                                     (sf->>'pgnum')::integer / 10000, (nf->>'pgnum')::integer / 10000);
-    END IF;
-    ok := cardinality(reasons) = 0; check_name := 'postgres-version';
-    detail := CASE WHEN NOT ok THEN array_to_string(reasons, '; ')
-                   WHEN (SELECT count(DISTINCT (value->>'pgnum')::integer / 10000) FROM jsonb_each(facts)) = 1
-                   THEN format('PostgreSQL %s on every node', (SELECT min((value->>'pgnum')::integer / 10000) FROM jsonb_each(facts)))
-                   ELSE format('PostgreSQL versions differ, as in a rolling upgrade: %s%s',
-                               (SELECT string_agg(format('%s has %s', key, value->>'pgversion'), ', ' ORDER BY key) FROM jsonb_each(facts)),
-                               CASE WHEN nf IS NOT NULL AND sf IS NOT NULL THEN format(' (%s not older than the source %s)', new, src) ELSE '' END) END;
-    RETURN NEXT;
+-- PostgreSQL majors may differ too, but the copy runs the new node's
+-- pg_dump against the source, and pg_dump cannot read a newer server.
+CREATE FUNCTION zodan_ci.zodan_check_postgres_version(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT reason IS NULL, 'postgres-version',
+           CASE WHEN reason IS NOT NULL THEN reason
+                WHEN (SELECT count(DISTINCT (value->>'pgnum')::integer / 10000) FROM jsonb_each(facts)) = 1
+                THEN format('PostgreSQL %s on every node', (SELECT min((value->>'pgnum')::integer / 10000) FROM jsonb_each(facts)))
+                ELSE format('PostgreSQL versions differ, as in a rolling upgrade: %s%s',
+                            (SELECT string_agg(format('%s has %s', key, value->>'pgversion'), ', ' ORDER BY key) FROM jsonb_each(facts)),
+                            CASE WHEN nf IS NOT NULL AND sf IS NOT NULL THEN format(' (%s not older than the source %s)', new, src) ELSE '' END) END
+      FROM (SELECT c->'facts' AS facts, c->>'src' AS src, c->>'new' AS new,
+                   c->'facts'->(c->>'src') AS sf, c->'facts'->(c->>'new') AS nf) AS a
+     CROSS JOIN LATERAL (
+        SELECT CASE WHEN c->>'check_type' IN ('pre', 'add_node') AND nf IS NOT NULL AND sf IS NOT NULL
+                         AND (nf->>'pgnum')::integer / 10000 < (sf->>'pgnum')::integer / 10000
+                    THEN format('%s runs PostgreSQL %s, older than the source %s''s %s: the copy runs %s''s pg_dump against %s, and pg_dump cannot read a newer server; add a node of PostgreSQL %s or later, or use a source of PostgreSQL %s',
+                                new, nf->>'pgversion', src, sf->>'pgversion', new, src,
+                                (sf->>'pgnum')::integer / 10000, (nf->>'pgnum')::integer / 10000) END AS reason) AS r;
+$fn$;
 
-    -- Spock's output plugin may be loaded everywhere a slot will be made
-    -- (newer releases list the plugins allowed in output_plugin_libraries).
-    reasons := '{}'::text[];
-    FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
-        IF f->>'output_plugins' IS NOT NULL
-           AND NOT 'spock_output' = ANY (SELECT btrim(p) FROM unnest(string_to_array(f->>'output_plugins', ',')) p) THEN
-            reasons := reasons || format('%s has output_plugin_libraries = ''%s'', without spock_output: Spock cannot create its slots there; add spock_output to that setting and reload',
-                                         node, f->>'output_plugins');
-        END IF;
-    END LOOP;
-    ok := cardinality(reasons) = 0; check_name := 'output-plugin';
-    detail := CASE WHEN ok THEN 'spock_output can be loaded on every node'
-                   ELSE array_to_string(reasons, '; ') END;
-    RETURN NEXT;
+-- Spock's output plugin may be loaded everywhere a slot will be made
+-- (newer releases list the plugins allowed in output_plugin_libraries).
+CREATE FUNCTION zodan_ci.zodan_check_output_plugin(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT reasons IS NULL, 'output-plugin',
+           coalesce(array_to_string(reasons, '; '), 'spock_output can be loaded on every node')
+      FROM (SELECT array_agg(format('%s has output_plugin_libraries = ''%s'', without spock_output: Spock cannot create its slots there; add spock_output to that setting and reload',
+                                    key, value->>'output_plugins') ORDER BY key) AS reasons
+              FROM jsonb_each(c->'facts')
+             WHERE value->>'output_plugins' IS NOT NULL
+               AND NOT 'spock_output' = ANY (SELECT btrim(p) FROM unnest(string_to_array(value->>'output_plugins', ',')) p)) AS r;
+$fn$;
 
-    -- Logical decoding and commit timestamps (Spock's conflict resolution).
-    reasons := '{}'::text[];
-    FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
-        IF f->>'wal_level' <> 'logical' THEN
-            reasons := reasons || format('%s has wal_level=%s (needs logical)', node, f->>'wal_level');
-        END IF;
-        IF f->>'track_commit_timestamp' <> 'on' THEN
-            reasons := reasons || format('%s has track_commit_timestamp=off', node);
-        END IF;
-    END LOOP;
-    ok := cardinality(reasons) = 0; check_name := 'settings';
-    detail := CASE WHEN ok THEN 'wal_level=logical and track_commit_timestamp=on on every node'
-                   ELSE array_to_string(reasons, '; ') END;
-    RETURN NEXT;
+-- Logical decoding and commit timestamps (Spock's conflict resolution).
+CREATE FUNCTION zodan_ci.zodan_check_settings(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT reasons IS NULL, 'settings',
+           coalesce(array_to_string(reasons, '; '), 'wal_level=logical and track_commit_timestamp=on on every node')
+      FROM (SELECT array_agg(s.reason ORDER BY f.key, s.i) AS reasons
+              FROM jsonb_each(c->'facts') AS f
+             CROSS JOIN LATERAL (VALUES
+                 (1, CASE WHEN f.value->>'wal_level' <> 'logical'
+                          THEN format('%s has wal_level=%s (needs logical)', f.key, f.value->>'wal_level') END),
+                 (2, CASE WHEN f.value->>'track_commit_timestamp' <> 'on'
+                          THEN format('%s has track_commit_timestamp=off', f.key) END)) AS s(i, reason)
+             WHERE s.reason IS NOT NULL) AS r;
+$fn$;
 
-    -- No other zodan operation in progress (add_node holds the lock itself
-    -- by now, so it skips this one).
-    reasons := '{}'::text[];
-    FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
-        IF (f->>'zodan_locked')::boolean THEN
-            reasons := reasons || format('%s is locked by %s', node,
-                                         coalesce(nullif(f->>'zodan_lock_holder', ''), 'another session'));
-        END IF;
-    END LOOP;
-    IF check_type <> 'add_node' THEN
-        ok := cardinality(reasons) = 0; check_name := 'no-operation-running';
-        detail := CASE WHEN ok THEN 'no add_node or remove_node is running'
-                       ELSE 'another zodan operation is running: ' || array_to_string(reasons, '; ') END;
-        RETURN NEXT;
-    END IF;
+-- No other zodan operation in progress (add_node holds the lock itself
+-- by now, so zodan_checks skips this one for it).
+CREATE FUNCTION zodan_ci.zodan_check_no_operation_running(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT reasons IS NULL, 'no-operation-running',
+           coalesce('another zodan operation is running: ' || array_to_string(reasons, '; '),
+                    'no add_node or remove_node is running')
+      FROM (SELECT array_agg(format('%s is locked by %s', key,
+                                    coalesce(nullif(value->>'zodan_lock_holder', ''), 'another session')) ORDER BY key) AS reasons
+              FROM jsonb_each(c->'facts')
+             WHERE (value->>'zodan_locked')::boolean) AS r;
+$fn$;
 
-    -- Every subscription enabled and running.
-    reasons := '{}'::text[];
-    FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
-        FOR sub IN SELECT value FROM jsonb_array_elements(coalesce(f->'subscriptions', '[]')) LOOP
-            IF check_type = 'post' AND new IS NOT NULL THEN
-                CONTINUE;  -- reported per direction below
-            END IF;
-            IF NOT (sub->>'enabled')::boolean THEN
-                reasons := reasons || format('%s on %s is disabled', sub->>'name', node);
-            ELSIF sub->>'status' IS DISTINCT FROM 'replicating' THEN
-                reasons := reasons || format('%s on %s is %s', sub->>'name', node, coalesce(sub->>'status', 'unknown'));
-            END IF;
-        END LOOP;
-    END LOOP;
-    IF NOT (check_type = 'post' AND new IS NOT NULL) THEN
-        ok := cardinality(reasons) = 0; check_name := 'subscriptions';
-        detail := CASE WHEN ok THEN format('all %s subscriptions enabled and replicating',
-                                           (SELECT sum(jsonb_array_length(coalesce(value->'subscriptions', '[]'))) FROM jsonb_each(facts)))
-                       ELSE array_to_string(reasons, '; ') END;
-        RETURN NEXT;
-    END IF;
+-- Every subscription enabled and running (after a join, zodan_checks
+-- reports them per direction instead: zodan_check_membership).
+CREATE FUNCTION zodan_ci.zodan_check_subscriptions(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT reasons IS NULL, 'subscriptions',
+           coalesce(array_to_string(reasons, '; '),
+                    format('all %s subscriptions enabled and replicating',
+                           (SELECT sum(jsonb_array_length(coalesce(value->'subscriptions', '[]'))) FROM jsonb_each(c->'facts'))))
+      FROM (SELECT array_agg(s.reason ORDER BY f.key, s.i) AS reasons
+              FROM jsonb_each(c->'facts') AS f
+             CROSS JOIN LATERAL (
+                 SELECT e.i, CASE WHEN NOT (e.sub->>'enabled')::boolean
+                                  THEN format('%s on %s is disabled', e.sub->>'name', f.key)
+                                  WHEN e.sub->>'status' IS DISTINCT FROM 'replicating'
+                                  THEN format('%s on %s is %s', e.sub->>'name', f.key, coalesce(e.sub->>'status', 'unknown')) END
+                   FROM jsonb_array_elements(coalesce(f.value->'subscriptions', '[]')) WITH ORDINALITY AS e(sub, i)) AS s(i, reason)
+             WHERE s.reason IS NOT NULL) AS r;
+$fn$;
 
-    -- The source really is src.
-    IF sf IS NOT NULL THEN
-        ok := sf->>'local_node' IS NULL OR sf->>'local_node' = src;
-        check_name := 'source-node';
-        detail := CASE WHEN sf->>'local_node' = src THEN format('%s is a Spock node', src)
-                       WHEN sf->>'local_node' IS NULL THEN format('%s is not a Spock node yet; add_node will register it', src)
-                       ELSE format('the source DSN leads to node %s, not %s', sf->>'local_node', src) END;
-        RETURN NEXT;
-    END IF;
+-- The source really is src (no row when the source was not reached).
+CREATE FUNCTION zodan_ci.zodan_check_source_node(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT sf->>'local_node' IS NULL OR sf->>'local_node' = src, 'source-node',
+           CASE WHEN sf->>'local_node' = src THEN format('%s is a Spock node', src)
+                WHEN sf->>'local_node' IS NULL THEN format('%s is not a Spock node yet; add_node will register it', src)
+                ELSE format('the source DSN leads to node %s, not %s', sf->>'local_node', src) END
+      FROM (SELECT c->>'src' AS src, c->'facts'->(c->>'src') AS sf) AS a
+     WHERE sf IS NOT NULL;
+$fn$;
 
-    IF new IS NULL OR nf IS NULL THEN
-        RETURN;
-    END IF;
+-- Every connection the join opens works (zodan_links), tested before
+-- Spock tries one and logs the DSN it failed with (no row when the new
+-- node's facts hold no links).
+CREATE FUNCTION zodan_ci.zodan_check_node_connections(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT jsonb_array_length(links->'failed') = 0, 'node-connections',
+           CASE WHEN jsonb_array_length(links->'failed') = 0 AND jsonb_array_length(coalesce(links->'untested', '[]')) = 0
+                THEN format('%s connections tested: every node reaches %s and %s reaches every node, normal and replication connections',
+                            links->>'tested', new, new)
+                WHEN jsonb_array_length(links->'failed') = 0
+                THEN format('%s connections tested, normal and replication; not tested, for want of dblink there (Spock tests them when it subscribes): %s',
+                            links->>'tested',
+                            (SELECT string_agg(u, ', ') FROM jsonb_array_elements_text(links->'untested') AS u))
+                ELSE (SELECT string_agg(l, '; ') FROM jsonb_array_elements_text(links->'failed') AS l)
+                     || format(' (the DSN a node is reached by is the one the cluster knows it by, in spock.node_interface; %s is reached by new_node_dsn. Check pg_hba.conf on the receiving node for both "host" and "replication" lines, and passwords.)', new) END
+      FROM (SELECT c->>'new' AS new, c->'facts'->(c->>'new') AS nf, c->'facts'->(c->>'new')->'links' AS links) AS a
+     WHERE nf ? 'links';
+$fn$;
 
-    IF check_type IN ('pre', 'add_node') THEN
-        -- Every connection the join opens works (zodan_links), tested
-        -- before Spock tries one and logs the DSN it failed with.
-        IF nf ? 'links' THEN
-            ok := jsonb_array_length(nf->'links'->'failed') = 0; check_name := 'node-connections';
-            detail := CASE WHEN ok AND jsonb_array_length(coalesce(nf->'links'->'untested', '[]')) = 0
-                           THEN format('%s connections tested: every node reaches %s and %s reaches every node, normal and replication connections',
-                                       nf->'links'->>'tested', new, new)
-                           WHEN ok
-                           THEN format('%s connections tested, normal and replication; not tested, for want of dblink there (Spock tests them when it subscribes): %s',
-                                       nf->'links'->>'tested',
-                                       (SELECT string_agg(u, ', ') FROM jsonb_array_elements_text(nf->'links'->'untested') AS u))
-                           ELSE (SELECT string_agg(l, '; ') FROM jsonb_array_elements_text(nf->'links'->'failed') AS l)
-                                || format(' (the DSN a node is reached by is the one the cluster knows it by, in spock.node_interface; %s is reached by new_node_dsn. Check pg_hba.conf on the receiving node for both "host" and "replication" lines, and passwords.)', new) END;
-            RETURN NEXT;
-        END IF;
+-- Large objects (pgEdge's lolor): where the source replicates them,
+-- the copy needs lolor on the new node, with its tables empty;
+-- found out here, not after a long copy (no row when the source was not
+-- reached).
+CREATE FUNCTION zodan_ci.zodan_check_lolor(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT cardinality(reasons) = 0, 'lolor',
+           CASE WHEN cardinality(reasons) <> 0 THEN array_to_string(reasons, '; ')
+                WHEN coalesce(sf->'replicated_schemas', '[]') ? 'lolor'
+                THEN format('the source replicates large objects; %s has lolor, with empty tables', new)
+                ELSE 'no large objects (lolor) to copy' END
+      FROM (SELECT c->>'src' AS src, c->>'new' AS new,
+                   c->'facts'->(c->>'src') AS sf, c->'facts'->(c->>'new') AS nf) AS a
+     CROSS JOIN LATERAL (
+        SELECT array_remove(ARRAY[
+                   CASE WHEN coalesce(sf->'replicated_schemas', '[]') ? 'lolor' AND NOT coalesce((nf->>'lolor')::boolean, false)
+                        THEN format('the source %s replicates large objects (lolor tables), but database %s on %s does not have the lolor extension installed. Please run CREATE EXTENSION lolor on the new node first',
+                                    src, nf->>'db', new) END,
+                   CASE WHEN coalesce((nf->>'lolor_rows')::bigint, 0) > 0
+                        THEN format('database %s on %s has pre-existing large object data in the lolor tables (%s rows): they must be empty so that the source''s large objects can be copied',
+                                    nf->>'db', new, nf->>'lolor_rows') END], NULL) AS reasons) AS r
+     WHERE sf IS NOT NULL;
+$fn$;
 
-        -- Large objects (pgEdge's lolor): where the source replicates them,
-        -- the copy needs lolor on the new node, with its tables empty;
-        -- found out here, not after a long copy.
-        IF sf IS NOT NULL THEN
-            reasons := '{}'::text[];
-            IF coalesce(sf->'replicated_schemas', '[]') ? 'lolor' AND NOT coalesce((nf->>'lolor')::boolean, false) THEN
-                reasons := reasons || format('the source %s replicates large objects (lolor tables), but database %s on %s does not have the lolor extension installed. Please run CREATE EXTENSION lolor on the new node first',
-                                             src, nf->>'db', new);
-            END IF;
-            IF coalesce((nf->>'lolor_rows')::bigint, 0) > 0 THEN
-                reasons := reasons || format('database %s on %s has pre-existing large object data in the lolor tables (%s rows): they must be empty so that the source''s large objects can be copied',
-                                             nf->>'db', new, nf->>'lolor_rows');
-            END IF;
-            ok := cardinality(reasons) = 0; check_name := 'lolor';
-            detail := CASE WHEN NOT ok THEN array_to_string(reasons, '; ')
-                           WHEN coalesce(sf->'replicated_schemas', '[]') ? 'lolor'
-                           THEN format('the source replicates large objects; %s has lolor, with empty tables', new)
-                           ELSE 'no large objects (lolor) to copy' END;
-            RETURN NEXT;
-        END IF;
-
-        -- The name is free and the new database is not a node yet.
-        taken := CASE
+-- The name is free and the new database is not a node yet.
+CREATE FUNCTION zodan_ci.zodan_check_new_node_name(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT taken IS NULL, 'new-node-name', coalesce(taken, format('%s is not yet a node of the cluster', new))
+      FROM (SELECT c->>'src' AS src, c->>'new' AS new, c->'facts'->(c->>'new') AS nf) AS a
+     CROSS JOIN LATERAL (
+        SELECT CASE
             WHEN new = src THEN format('the new node cannot be named like the source (%s)', src)
-            WHEN new = ANY (members) THEN format('node name %s is already used in the cluster (as seen from %s)', new, src)
+            WHEN new IN (SELECT jsonb_array_elements_text(c->'members'))
+            THEN format('node name %s is already used in the cluster (as seen from %s)', new, src)
             WHEN nf->>'local_node' IS NOT NULL THEN format('the new database is already Spock node %s', nf->>'local_node')
-        END;
-        ok := taken IS NULL; check_name := 'new-node-name';
-        detail := coalesce(taken, format('%s is not yet a node of the cluster', new));
-        RETURN NEXT;
+        END AS taken) AS t;
+$fn$;
 
-        -- Spock builds slot and origin names from node and subscription
-        -- names, mapping every character outside [a-z0-9_] to '_' and
-        -- cutting at 63 bytes: nodes n-4 and n_4 would share slots, and
-        -- dropping one's would break the other.
-        taken := NULL;
-        -- (Spock's own function names them; without Spock there are none.)
-        IF to_regprocedure('spock.spock_gen_slot_name(name,name,name)') IS NOT NULL THEN
+-- Spock builds slot and origin names from node and subscription
+-- names, mapping every character outside [a-z0-9_] to '_' and
+-- cutting at 63 bytes: nodes n-4 and n_4 would share slots, and
+-- dropping one's would break the other.
+CREATE FUNCTION zodan_ci.zodan_check_slot_names(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    new text := c->>'new';
+    facts jsonb := c->'facts';
+    sf jsonb := c->'facts'->(c->>'src');
+    nf jsonb := c->'facts'->(c->>'new');
+    nodes text[] := ARRAY(SELECT jsonb_array_elements_text(c->'members')) || (c->>'new');
+    taken text;
+BEGIN
+    -- (Spock's own function names them; without Spock there are none.)
+    IF to_regprocedure('spock.spock_gen_slot_name(name,name,name)') IS NOT NULL THEN
         SELECT string_agg(format('%s (for %s)', slot, pairs), '; ' ORDER BY slot) INTO taken
           FROM (SELECT g.slot, string_agg(format('%s->%s', g.a, g.b), ' and ' ORDER BY g.a, g.b) AS pairs
                   FROM (SELECT x.a, y.b,
                                spock.spock_gen_slot_name(coalesce(facts->y.b->>'db', sf->>'db', nf->>'db')::name, x.a::name,
                                                          zodan_ci.zodan_sub_name(x.a, y.b)::name)::text AS slot
-                          FROM unnest(members || new) x(a) CROSS JOIN unnest(members || new) y(b)
+                          FROM unnest(nodes) x(a) CROSS JOIN unnest(nodes) y(b)
                          WHERE x.a <> y.b) AS g(a, b, slot)
                  GROUP BY g.slot
                 HAVING count(*) > 1 AND bool_or(g.a = new OR g.b = new)) AS clash;
-        END IF;
-        ok := taken IS NULL; check_name := 'slot-names';
-        detail := CASE WHEN ok THEN format('the slots and origins for %s have names of their own', new)
-                       ELSE format('node name %s gives the same replication slot names as an existing node: %s; choose another name',
-                                   new, taken) END;
-        RETURN NEXT;
+    END IF;
+    ok := taken IS NULL; check_name := 'slot-names';
+    detail := CASE WHEN ok THEN format('the slots and origins for %s have names of their own', new)
+                   ELSE format('node name %s gives the same replication slot names as an existing node: %s; choose another name',
+                               new, taken) END;
+    RETURN NEXT;
+END;
+$fn$;
 
-        ok := jsonb_array_length(nf->'user_tables') = 0; check_name := 'new-node-empty';
-        detail := CASE WHEN ok THEN format('%s''s database has no user tables', new)
-                       ELSE format('%s''s database already has %s user tables (%s); add_node copies everything from %s into an empty database',
-                                   new, jsonb_array_length(nf->'user_tables'),
-                                   (SELECT string_agg(t, ', ') FROM (SELECT jsonb_array_elements_text(nf->'user_tables') t LIMIT 5) x)
-                                     || CASE WHEN jsonb_array_length(nf->'user_tables') > 5 THEN ', ...' ELSE '' END,
-                                   src) END;
-        RETURN NEXT;
+-- add_node copies everything from the source into an empty database.
+CREATE FUNCTION zodan_ci.zodan_check_new_node_empty(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT jsonb_array_length(nf->'user_tables') = 0, 'new-node-empty',
+           CASE WHEN jsonb_array_length(nf->'user_tables') = 0 THEN format('%s''s database has no user tables', new)
+                ELSE format('%s''s database already has %s user tables (%s); add_node copies everything from %s into an empty database',
+                            new, jsonb_array_length(nf->'user_tables'),
+                            (SELECT string_agg(t, ', ') FROM (SELECT jsonb_array_elements_text(nf->'user_tables') t LIMIT 5) x)
+                              || CASE WHEN jsonb_array_length(nf->'user_tables') > 5 THEN ', ...' ELSE '' END,
+                            src) END
+      FROM (SELECT c->>'src' AS src, c->>'new' AS new, c->'facts'->(c->>'new') AS nf) AS a;
+$fn$;
 
-        IF sf IS NOT NULL THEN
-            SELECT array_agg(r ORDER BY r) INTO missing
-              FROM jsonb_array_elements_text(sf->'roles') r
-             WHERE NOT (nf->'roles') ? r;
-            ok := missing IS NULL; check_name := 'roles';
-            detail := CASE WHEN ok THEN format('%s has every role of %s', new, src)
-                           ELSE format('%s lacks roles that %s has: %s (create them on %s first)',
-                                       new, src, array_to_string(missing, ', '), new) END;
-            RETURN NEXT;
+-- The new node has every role of the source, which the copy's objects
+-- are owned by (no row when the source was not reached).
+CREATE FUNCTION zodan_ci.zodan_check_roles(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT missing IS NULL, 'roles',
+           CASE WHEN missing IS NULL THEN format('%s has every role of %s', new, src)
+                ELSE format('%s lacks roles that %s has: %s (create them on %s first)',
+                            new, src, array_to_string(missing, ', '), new) END
+      FROM (SELECT c->>'src' AS src, c->>'new' AS new,
+                   c->'facts'->(c->>'src') AS sf, c->'facts'->(c->>'new') AS nf) AS a
+     CROSS JOIN LATERAL (
+        SELECT array_agg(r ORDER BY r) AS missing
+          FROM jsonb_array_elements_text(sf->'roles') r
+         WHERE NOT (nf->'roles') ? r) AS m
+     WHERE sf IS NOT NULL;
+$fn$;
 
-            SELECT array_agg(s ORDER BY s) INTO missing
-              FROM jsonb_array_elements_text(nf->'user_schemas') s
-             WHERE coalesce(sf->'replicated_schemas', '[]') ? s;
-            ok := missing IS NULL; check_name := 'existing-schemas';
-            detail := CASE WHEN ok THEN
-                               CASE WHEN jsonb_array_length(nf->'user_schemas') = 0
-                                    THEN format('%s has no schemas of its own', new)
-                                    ELSE format('schemas already on %s are kept and skipped by the copy: %s', new,
-                                                (SELECT string_agg(s, ', ') FROM jsonb_array_elements_text(nf->'user_schemas') s)) END
-                           ELSE format('schemas %s exist on %s and would be skipped by the copy, but %s replicates tables in them; drop them on %s',
-                                       array_to_string(missing, ', '), new, src, new) END;
-            RETURN NEXT;
-        END IF;
+-- Schemas already on the new node are kept, and the copy skips them: none
+-- may hold tables the source replicates (no row when the source was not
+-- reached).
+CREATE FUNCTION zodan_ci.zodan_check_existing_schemas(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT missing IS NULL, 'existing-schemas',
+           CASE WHEN missing IS NULL THEN
+                    CASE WHEN jsonb_array_length(nf->'user_schemas') = 0
+                         THEN format('%s has no schemas of its own', new)
+                         ELSE format('schemas already on %s are kept and skipped by the copy: %s', new,
+                                     (SELECT string_agg(s, ', ') FROM jsonb_array_elements_text(nf->'user_schemas') s)) END
+                ELSE format('schemas %s exist on %s and would be skipped by the copy, but %s replicates tables in them; drop them on %s',
+                            array_to_string(missing, ', '), new, src, new) END
+      FROM (SELECT c->>'src' AS src, c->>'new' AS new,
+                   c->'facts'->(c->>'src') AS sf, c->'facts'->(c->>'new') AS nf) AS a
+     CROSS JOIN LATERAL (
+        SELECT array_agg(s ORDER BY s) AS missing
+          FROM jsonb_array_elements_text(nf->'user_schemas') s
+         WHERE coalesce(sf->'replicated_schemas', '[]') ? s) AS m
+     WHERE sf IS NOT NULL;
+$fn$;
 
-        -- Replication slots: the new node serves every existing node, and
-        -- every existing node serves the new one.
-        reasons := '{}'::text[];
-        FOR node, f IN SELECT key, value FROM jsonb_each(facts) ORDER BY key LOOP
-            need := CASE WHEN node = new THEN cluster_size - 1 ELSE 1 END;
-            IF (f->>'free_slots')::integer < need THEN
-                reasons := reasons || format('%s has %s free replication slots, needs %s (raise max_replication_slots)',
-                                             node, f->>'free_slots', need);
-            END IF;
-        END LOOP;
-        ok := cardinality(reasons) = 0; check_name := 'replication-slots';
-        detail := CASE WHEN ok THEN 'enough free replication slots on every node' ELSE array_to_string(reasons, '; ') END;
-        RETURN NEXT;
+-- Replication slots: the new node serves every existing node, and
+-- every existing node serves the new one.
+CREATE FUNCTION zodan_ci.zodan_check_replication_slots(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT reasons IS NULL, 'replication-slots',
+           coalesce(array_to_string(reasons, '; '), 'enough free replication slots on every node')
+      FROM (SELECT array_agg(format('%s has %s free replication slots, needs %s (raise max_replication_slots)',
+                                    f.key, f.value->>'free_slots', n.need) ORDER BY f.key) AS reasons
+              FROM jsonb_each(c->'facts') AS f
+             CROSS JOIN LATERAL (
+                SELECT CASE WHEN f.key = c->>'new'
+                            THEN (SELECT count(*) FROM jsonb_object_keys(c->'facts'))
+                                 + (SELECT count(*) FROM jsonb_object_keys(c->'unreachable')) - 1
+                            ELSE 1 END AS need) AS n
+             WHERE (f.value->>'free_slots')::integer < n.need) AS r;
+$fn$;
+
+-- After a join: the new node is a member and replicates both ways, one
+-- row for the membership, then per other node one for its subscription
+-- from the new node and one for the new node's subscription from it.
+CREATE FUNCTION zodan_ci.zodan_check_membership(c jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT r.ok, r.check_name, r.detail
+      FROM (SELECT 0 AS part, NULL::text AS node, 0 AS step, nf->>'local_node' = new AS ok, 'membership' AS check_name,
+                   CASE WHEN nf->>'local_node' = new THEN format('%s is a Spock node of the cluster', new)
+                        ELSE format('%s''s database is not Spock node %s', new, new) END AS detail
+              FROM (SELECT c->>'new' AS new, c->'facts'->(c->>'new') AS nf) AS a
+            UNION ALL
+            SELECT 1, f.key, d.step, d.sub IS NOT NULL AND (d.sub->>'status') = 'replicating', d.check_name,
+                   CASE WHEN d.sub IS NULL THEN format('%s has no subscription from %s', d.subscriber, d.provider)
+                        ELSE format('%s on %s is %s', d.sub->>'name', d.subscriber, coalesce(d.sub->>'status', 'unknown')) END
+              FROM jsonb_each(c->'facts') AS f
+             CROSS JOIN LATERAL (VALUES
+                 (1, 'subscription-from-new', f.key, c->>'new',
+                  (SELECT s FROM jsonb_array_elements(coalesce(f.value->'subscriptions', '[]')) s
+                    WHERE s->>'provider' = c->>'new' LIMIT 1)),
+                 (2, 'subscription-to-new', c->>'new', f.key,
+                  (SELECT s FROM jsonb_array_elements(coalesce(c->'facts'->(c->>'new')->'subscriptions', '[]')) s
+                    WHERE s->>'provider' = f.key LIMIT 1))) AS d(step, check_name, subscriber, provider, sub)
+             WHERE f.key <> c->>'new') AS r
+     ORDER BY r.part, r.node, r.step;
+$fn$;
+
+-- All the checks, in the order they are reported; check_type is 'pre',
+-- 'post', or 'add_node' ('pre' for a caller that already holds the
+-- cluster lock). members are the node names the source knows; facts maps
+-- each reachable node (source and new node included) to zodan_facts;
+-- unreachable maps each node that could not be reached to the reason.
+-- Returns one row per check.
+CREATE FUNCTION zodan_ci.zodan_checks(check_type text, src text, new text, members text[], facts jsonb, unreachable jsonb)
+RETURNS TABLE (ok boolean, check_name text, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    -- The arguments as the checks take them: NULL ones are left out, so
+    -- c->'facts' is NULL exactly when facts is; members flattened, as
+    -- = ANY reads them.
+    c jsonb := (SELECT coalesce(jsonb_object_agg(k, v), '{}'::jsonb)
+                  FROM (VALUES ('check_type', to_jsonb(check_type)), ('src', to_jsonb(src)), ('new', to_jsonb(new)),
+                               ('members', to_jsonb(ARRAY(SELECT unnest(members)))), ('facts', facts),
+                               ('unreachable', unreachable)) AS a(k, v)
+                 WHERE v IS NOT NULL);
+BEGIN
+    RETURN QUERY SELECT * FROM zodan_ci.zodan_check_connect(c);
+    RETURN QUERY SELECT * FROM zodan_ci.zodan_check_spock_version(c);
+    RETURN QUERY SELECT * FROM zodan_ci.zodan_check_postgres_version(c);
+    RETURN QUERY SELECT * FROM zodan_ci.zodan_check_output_plugin(c);
+    RETURN QUERY SELECT * FROM zodan_ci.zodan_check_settings(c);
+    IF check_type <> 'add_node' THEN
+        RETURN QUERY SELECT * FROM zodan_ci.zodan_check_no_operation_running(c);
+    END IF;
+    IF NOT (check_type = 'post' AND new IS NOT NULL) THEN
+        RETURN QUERY SELECT * FROM zodan_ci.zodan_check_subscriptions(c);
+    END IF;
+    RETURN QUERY SELECT * FROM zodan_ci.zodan_check_source_node(c);
+
+    IF new IS NULL OR facts->new IS NULL THEN
+        RETURN;
+    END IF;
+
+    IF check_type IN ('pre', 'add_node') THEN
+        RETURN QUERY SELECT * FROM zodan_ci.zodan_check_node_connections(c);
+        RETURN QUERY SELECT * FROM zodan_ci.zodan_check_lolor(c);
+        RETURN QUERY SELECT * FROM zodan_ci.zodan_check_new_node_name(c);
+        RETURN QUERY SELECT * FROM zodan_ci.zodan_check_slot_names(c);
+        RETURN QUERY SELECT * FROM zodan_ci.zodan_check_new_node_empty(c);
+        RETURN QUERY SELECT * FROM zodan_ci.zodan_check_roles(c);
+        RETURN QUERY SELECT * FROM zodan_ci.zodan_check_existing_schemas(c);
+        RETURN QUERY SELECT * FROM zodan_ci.zodan_check_replication_slots(c);
     ELSE
-        -- post: the new node is a member and replicates both ways.
-        ok := nf->>'local_node' = new; check_name := 'membership';
-        detail := CASE WHEN ok THEN format('%s is a Spock node of the cluster', new)
-                       ELSE format('%s''s database is not Spock node %s', new, new) END;
-        RETURN NEXT;
-
-        FOR node, f IN SELECT key, value FROM jsonb_each(facts) WHERE key <> new ORDER BY key LOOP
-            SELECT s INTO sub FROM jsonb_array_elements(coalesce(f->'subscriptions', '[]')) s
-             WHERE s->>'provider' = new LIMIT 1;
-            ok := sub IS NOT NULL AND (sub->>'status') = 'replicating';
-            check_name := 'subscription-from-new';
-            detail := CASE WHEN sub IS NULL THEN format('%s has no subscription from %s', node, new)
-                           ELSE format('%s on %s is %s', sub->>'name', node, coalesce(sub->>'status', 'unknown')) END;
-            RETURN NEXT;
-
-            SELECT s INTO sub FROM jsonb_array_elements(coalesce(nf->'subscriptions', '[]')) s
-             WHERE s->>'provider' = node LIMIT 1;
-            ok := sub IS NOT NULL AND (sub->>'status') = 'replicating';
-            check_name := 'subscription-to-new';
-            detail := CASE WHEN sub IS NULL THEN format('%s has no subscription from %s', new, node)
-                           ELSE format('%s on %s is %s', sub->>'name', new, coalesce(sub->>'status', 'unknown')) END;
-            RETURN NEXT;
-        END LOOP;
+        RETURN QUERY SELECT * FROM zodan_ci.zodan_check_membership(c);
     END IF;
 END;
 $fn$;
@@ -2487,27 +2814,6 @@ BEGIN
         END;
     END LOOP;
     RETURN pending;
-END;
-$fn$;
-
-CREATE FUNCTION zodan_ci.zodan_wait_slot_inactive(ctx jsonb, node text, slot text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    i integer := 0;
-    started timestamptz := clock_timestamp();
-BEGIN
-    WHILE coalesce(zodan_ci.zodan_value(node, format(
-              'SELECT active FROM pg_replication_slots WHERE slot_name = %L', slot))::boolean, false) LOOP
-        IF clock_timestamp() - started > make_interval(secs => (ctx->>'timeout')::integer) THEN
-            RAISE EXCEPTION 'slot % on node % is still in use after % s', slot, node, ctx->>'timeout'
-                USING ERRCODE = 'ZDT01';
-        END IF;
-        PERFORM zodan_ci.zodan_backoff(i);
-        i := i + 1;
-    END LOOP;
 END;
 $fn$;
 
@@ -3118,6 +3424,7 @@ DECLARE
     passed integer := 0;
     failed text[] := '{}'::text[];
     compare_new boolean;
+    st text; msg text; det text; hnt text;
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
@@ -3182,8 +3489,9 @@ BEGIN
     END IF;
     PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('health check passed: %s checks', passed));
 EXCEPTION WHEN OTHERS OR query_canceled THEN
-    PERFORM zodan_ci.zodan_disconnect_all();
-    RAISE;
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+    PERFORM zodan_ci.zodan_op_fail(ctx, st, msg, det, hnt);
 END;
 $proc$;
 
@@ -3237,37 +3545,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $proc$
 DECLARE
-    total CONSTANT integer := 10;
-    src text := src_node_name;
-    joiner text := new_node_name;
     ctx jsonb;
-    cluster jsonb;
-    nf jsonb;
-    peers text[];
-    everyone text[];
-    p text;
-    x text;
-    r record;
-    prev jsonb;
-    ph timestamptz;
-    phase_no integer := 0;
-    phase text := 'start';
-    began timestamptz := clock_timestamp();
-    joined boolean := false;
-    source_registered boolean := false;
-    new_db text;
-    skip text[];
-    slot text;
-    slot_lsn pg_lsn;
-    sync_lsn pg_lsn;
-    peer_sync jsonb := '{}'::jsonb;
-    discarded jsonb;
-    dsns jsonb;
-    spec jsonb;
-    summary text;
-    failed text[];
-    pending jsonb;
-    cleanup text;
     st text; msg text; det text; hnt text;
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
@@ -3275,12 +3553,12 @@ BEGIN
     PERFORM zodan_ci.zodan_prepare_session();
     PERFORM zodan_ci.zodan_require_dblink();
 
-    IF src IS NULL OR src_dsn IS NULL OR joiner IS NULL OR new_node_dsn IS NULL THEN
+    IF src_node_name IS NULL OR src_dsn IS NULL OR new_node_name IS NULL OR new_node_dsn IS NULL THEN
         RAISE EXCEPTION 'src_node_name, src_dsn, new_node_name and new_node_dsn are required'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF src = joiner THEN
-        RAISE EXCEPTION 'the new node cannot have the source node''s name (%)', src
+    IF src_node_name = new_node_name THEN
+        RAISE EXCEPTION 'the new node cannot have the source node''s name (%)', src_node_name
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF new_node_info IS NOT NULL AND jsonb_typeof(new_node_info) <> 'object' THEN
@@ -3288,306 +3566,32 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    -- Kept in memory only, to reconnect to a node that restarted or to a
-    -- connection that a cancel left busy.
-    dsns := jsonb_build_object(src, src_dsn, joiner, new_node_dsn);
-    ctx := zodan_ci.zodan_op_begin('add_node', joiner, src, joiner, new_node_dsn, verb, sync_timeout,
-                                  jsonb_build_object('location', new_node_location, 'country', new_node_country));
+    ctx := zodan_ci.zodan_op_context('add_node', new_node_name, new_node_name, verb, sync_timeout,
+        ARRAY['checks', 'register', 'prepare-peers', 'copy', 'catch-up', 'hand-over',
+              'replication-sets', 'subscribe', 'verify', 'compare'],
+        jsonb_build_object('src', src_node_name,
+                           'location', new_node_location, 'country', new_node_country,
+                           'info', coalesce(new_node_info, '{}'::jsonb),
+                           'dsns', jsonb_build_object(src_node_name, src_dsn, new_node_name, new_node_dsn)));
     BEGIN
-        ------------------------------------------------------------------
-        phase_no := 1; phase := 'checks';
-        ph := zodan_ci.zodan_phase_begin(ctx, 1, total, phase, format('cluster of %s, new node %s', src, joiner));
-        cluster := zodan_ci.zodan_gather(ctx, src, src_dsn, joiner, new_node_dsn, true);
-        IF cluster->'unreachable' <> '{}'::jsonb THEN
-            RAISE EXCEPTION 'cannot reach %', (SELECT string_agg(format('node %s (%s)', key, value #>> '{}'), ', ')
-                                                FROM jsonb_each(cluster->'unreachable'))
-                USING ERRCODE = 'ZDC01',
-                      HINT = 'Every node of the cluster must be reachable from the new node; start it, or remove it from the cluster first.';
-        END IF;
-        peers := ARRAY(SELECT jsonb_object_keys(cluster->'peers') ORDER BY 1);
-        everyone := src || peers;
-        dsns := dsns || (cluster->'peers');
-        PERFORM zodan_ci.zodan_detail(ctx, format('cluster seen from %s: %s', src,
-            coalesce(nullif(array_to_string(everyone, ', '), ''), src)));
-
-        -- An earlier add_node of this node that died without cleaning up
-        -- (a crash, a killed session) left its objects behind: undo them
-        -- now, so that simply retrying works.
-        FOR prev IN SELECT * FROM zodan_ci.zodan_interrupted(ctx) LOOP
-            PERFORM zodan_ci.zodan_info(ctx, format('cleaning up after %s of %s (op %s, started %s), %s in phase %s',
-                prev->>'kind', prev->>'node_name', prev->>'op_id', prev->>'started_at', prev->>'state',
-                coalesce(prev->>'phase', 'unknown')));
-            IF prev->>'kind' = 'add_node' AND prev->>'node_name' = joiner THEN
-                pending := zodan_ci.zodan_undo_join(ctx, joiner, src, everyone, dsns,
-                    coalesce((prev->'details'->>'source_registered')::boolean, false),
-                    prev->'details'->'content');
-                IF pending <> '{}'::jsonb THEN
-                    RAISE EXCEPTION 'could not clean up after the interrupted add_node (op %)', prev->>'op_id'
-                        USING ERRCODE = 'ZDC05', DETAIL = zodan_ci.zodan_pending_text(pending),
-                              HINT = 'Bring those nodes back (or run the statements there) and CALL add_node again.';
-                END IF;
-            END IF;
-            PERFORM zodan_ci.zodan_close_interrupted(ctx, (prev->>'op_id')::bigint,
-                format('cleaned up by op %s', ctx->>'op'));
-        END LOOP;
-        -- A cleanup may have changed both (the copy's tables are gone from
-        -- joiner; src is no longer a node if that attempt registered it).
-        nf := zodan_ci.zodan_facts(joiner)
-              || jsonb_build_object('links', zodan_ci.zodan_links(src, src_dsn, joiner, new_node_dsn, cluster->'peers'));
-        cluster := jsonb_set(jsonb_set(cluster, ARRAY['facts', joiner], nf),
-                             ARRAY['facts', src], zodan_ci.zodan_facts(src));
-
-        failed := '{}'::text[];
-        FOR r IN SELECT * FROM zodan_ci.zodan_checks('add_node', src, joiner,
-                                                   ARRAY(SELECT jsonb_array_elements_text(cluster->'members')),
-                                                   cluster->'facts', '{}'::jsonb) LOOP
-            IF r.ok THEN
-                PERFORM zodan_ci.zodan_detail(ctx, format('PASS %s: %s', r.check_name, r.detail));
-            ELSE
-                failed := failed || format('%s: %s', r.check_name, r.detail);
-                PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', r.check_name, r.detail));
-            END IF;
-        END LOOP;
-        IF cardinality(failed) > 0 THEN
-            RAISE EXCEPTION 'add_node cannot start: % failed', array_to_string(failed, '; ')
-                USING ERRCODE = 'ZDC01',
-                      HINT = format('Fix the failed checks and CALL add_node again; CALL zodan_ci.health_check(%L, <src_dsn>, %L, <new_node_dsn>) repeats them without changing anything.', src, joiner);
-        END IF;
-
-        new_db := nf->>'db';
-        -- What every node's spock.exception_log holds before the join:
-        -- phase 10 fails the join if any of them grew.
-        discarded := zodan_ci.zodan_exception_counts(everyone || joiner);
-        source_registered := cluster->'facts'->src->>'local_node' IS NULL;
-        -- Recorded before anything is created, so that a rollback (or the
-        -- next attempt after a crash) knows what to undo.
-        PERFORM zodan_ci.zodan_op_note(ctx, jsonb_build_object(
-            'new_db', new_db, 'peers', to_jsonb(peers), 'source_registered', source_registered,
-            'content', zodan_ci.zodan_value(joiner, 'SELECT zodan_ci.zodan_content_snapshot()')::jsonb));
-        PERFORM zodan_ci.zodan_phase_done(ctx, 1, total, phase, ph);
-
-        joined := true;
-        ------------------------------------------------------------------
-        phase_no := 2; phase := 'register';
-        ph := zodan_ci.zodan_phase_begin(ctx, 2, total, phase, format('Spock node %s%s', joiner,
-            CASE WHEN source_registered THEN format(' and source node %s', src) ELSE '' END));
-        IF source_registered THEN
-            PERFORM zodan_ci.zodan_exec_secret(src, format('SELECT spock.node_create(node_name := %L, dsn := %L)', src, src_dsn));
-            PERFORM zodan_ci.zodan_exec(src, zodan_ci.zodan_default_repsets_sql());
-            PERFORM zodan_ci.zodan_info(ctx, format('registered %s as a Spock node; its %s tables and sequences are in the default replication sets',
-                src, zodan_ci.zodan_value(src, 'SELECT (SELECT count(*) FROM spock.replication_set_table) + (SELECT count(*) FROM spock.replication_set_seq)')));
-        END IF;
-        PERFORM zodan_ci.zodan_exec_secret(joiner, format(
-            'SELECT spock.node_create(node_name := %L, dsn := %L, location := %L, country := %L, info := %L::jsonb)',
-            joiner, new_node_dsn, new_node_location, new_node_country, coalesce(new_node_info, '{}')));
-        PERFORM zodan_ci.zodan_phase_done(ctx, 2, total, phase, ph);
-
-        ------------------------------------------------------------------
-        phase_no := 3; phase := 'prepare-peers';
-        ph := zodan_ci.zodan_phase_begin(ctx, 3, total, phase,
-            CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
-                 ELSE format('slots and disabled subscriptions for %s', array_to_string(peers, ', ')) END);
-        -- All slots and sync events first, so that the waits overlap.
-        FOREACH p IN ARRAY peers LOOP
-            slot := spock.spock_gen_slot_name(new_db::name, p::name, zodan_ci.zodan_sub_name(p, joiner)::name);
-            IF zodan_ci.zodan_value(p, format('SELECT count(*) FROM pg_replication_slots WHERE slot_name = %L', slot))::integer > 0 THEN
-                -- Nothing can use it yet: joiner is not a node until now.
-                PERFORM zodan_ci.zodan_exec(p, format('SELECT pg_drop_replication_slot(%L)', slot));
-                PERFORM zodan_ci.zodan_info(ctx, format('dropped leftover slot %s on %s', slot, p));
-            END IF;
-            -- The slot is made as Spock makes its own on that node: with
-            -- failover on PostgreSQL 17+, where Spock 6.0 always asks for
-            -- it and Spock 5.0 when spock.use_native_failover_slots is on
-            -- (the setting exists only in 5.0). Decided per peer: a
-            -- cluster in a rolling upgrade mixes versions.
-            slot_lsn := zodan_ci.zodan_value(p, format(
-                CASE WHEN zodan_ci.zodan_value(p, 'SHOW server_version_num')::integer >= 170000 THEN
-                    'SELECT lsn FROM pg_create_logical_replication_slot(%L, %L, false, false,
-                            coalesce(current_setting(''spock.use_native_failover_slots'', true), ''on'')::boolean)'
-                ELSE 'SELECT lsn FROM pg_create_logical_replication_slot(%L, %L)' END,
-                slot, 'spock_output'))::pg_lsn;
-            -- A commit on p after the slot, which src must have applied
-            -- before the copy's snapshot is taken.
-            sync_lsn := zodan_ci.zodan_value(p, 'SELECT spock.sync_event(true)')::pg_lsn;
-            peer_sync := peer_sync || jsonb_build_object(p, jsonb_build_object('slot', slot, 'slot_lsn', slot_lsn, 'sync_lsn', sync_lsn));
-        END LOOP;
-        FOREACH p IN ARRAY peers LOOP
-            PERFORM zodan_ci.zodan_wait_lsn(ctx, src, zodan_ci.zodan_applied_probe(p), (peer_sync->p->>'sync_lsn')::pg_lsn,
-                format('%s to apply %s''s changes up to %s', src, p, peer_sync->p->>'sync_lsn'));
-            PERFORM zodan_ci.zodan_exec_secret(joiner, format(
-                'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
-                        replication_sets := %L::text[], synchronize_structure := false,
-                        synchronize_data := false, forward_origins := ''{}'', apply_delay := ''0'',
-                        enabled := false)',
-                zodan_ci.zodan_sub_name(p, joiner), cluster->'peers'->>p,
-                (SELECT array_agg(s->>'name') FROM jsonb_array_elements(zodan_ci.zodan_repset_spec(p)->'sets') s)));
-            PERFORM zodan_ci.zodan_info(ctx, format('%s: slot %s at %s, %s caught up to %s, %s created disabled',
-                p, peer_sync->p->>'slot', peer_sync->p->>'slot_lsn', src, peer_sync->p->>'sync_lsn', zodan_ci.zodan_sub_name(p, joiner)));
-        END LOOP;
-        PERFORM zodan_ci.zodan_phase_done(ctx, 3, total, phase, ph,
-            CASE WHEN cardinality(peers) = 0 THEN 'skipped' ELSE 'done' END);
-
-        ------------------------------------------------------------------
-        phase_no := 4; phase := 'copy';
-        skip := ARRAY(SELECT jsonb_array_elements_text(nf->'user_schemas'));
-        skip := skip || 'zodan_ci'::text;
-        ph := zodan_ci.zodan_phase_begin(ctx, 4, total, phase, format('schema and data from %s%s%s', src,
-            CASE WHEN cardinality(peers) > 0 THEN format(', with %s''s changes as %s applies them', array_to_string(peers, ', '), src) ELSE '' END,
-            CASE WHEN cardinality(skip) > 0 THEN format(' (keeping %s''s own schemas %s)', joiner, array_to_string(skip, ', ')) ELSE '' END));
-        -- With peers, S forwards their changes until the hand-over (phase
-        -- 6), so that N applies them in S's order, before S's own changes
-        -- that build on them.
-        PERFORM zodan_ci.zodan_exec_secret(joiner, format(
-            'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
-                    replication_sets := %L::text[], synchronize_structure := true,
-                    synchronize_data := true, forward_origins := %L::text[], apply_delay := ''0'',
-                    enabled := true, skip_schema := %L::text[])',
-            zodan_ci.zodan_sub_name(src, joiner), src_dsn,
-            (SELECT array_agg(s->>'name') FROM jsonb_array_elements(zodan_ci.zodan_repset_spec(src)->'sets') s),
-            CASE WHEN cardinality(peers) > 0 THEN '{all}' ELSE '{}' END,
-            skip));
-        PERFORM zodan_ci.zodan_wait_copy(ctx, joiner, zodan_ci.zodan_sub_name(src, joiner), src);
-        PERFORM zodan_ci.zodan_info(ctx, format('copied %s tables from %s',
-            zodan_ci.zodan_value(joiner, 'SELECT count(*) FROM spock.tables WHERE set_name IS NOT NULL'), src));
-        PERFORM zodan_ci.zodan_phase_done(ctx, 4, total, phase, ph);
-
-        ------------------------------------------------------------------
-        phase_no := 5; phase := 'catch-up';
-        ph := zodan_ci.zodan_phase_begin(ctx, 5, total, phase, format('%s applies what %s committed during the copy', joiner, src));
-        PERFORM zodan_ci.zodan_sync(ctx, ARRAY[src], ARRAY[joiner]);
-        PERFORM zodan_ci.zodan_phase_done(ctx, 5, total, phase, ph);
-
-        ------------------------------------------------------------------
-        phase_no := 6; phase := 'hand-over';
-        ph := zodan_ci.zodan_phase_begin(ctx, 6, total, phase,
-            CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
-                 ELSE format('%s''s changes from %s directly, from exactly where %s left off', array_to_string(peers, ', '), array_to_string(peers, ', '), src) END);
-        IF cardinality(peers) > 0 THEN
-            PERFORM zodan_ci.zodan_hand_over(ctx, src, joiner, peers, peer_sync);
-        END IF;
-        PERFORM zodan_ci.zodan_phase_done(ctx, 6, total, phase, ph,
-            CASE WHEN cardinality(peers) = 0 THEN 'skipped' ELSE 'done' END);
-
-        ------------------------------------------------------------------
-        phase_no := 7; phase := 'replication-sets';
-        ph := zodan_ci.zodan_phase_begin(ctx, 7, total, phase, format('%s gets %s''s replication sets', joiner, src));
-        spec := zodan_ci.zodan_repset_spec(src);
-        summary := zodan_ci.zodan_value(joiner, format('SELECT zodan_ci.zodan_apply_repsets(%L::jsonb)', spec));
-        PERFORM zodan_ci.zodan_info(ctx, summary);
-        -- The copy carries tables, not sequence positions: Spock sends a
-        -- sequence's position only when it has moved far enough. Have the
-        -- source send each one now; phase 10's sync events wait for them.
-        PERFORM zodan_ci.zodan_exec(src, format('SELECT spock.sync_seq(%s::regclass)', quote_literal(q->>'relation')))
-           FROM jsonb_array_elements(spec->'sequences') q;
-        -- The source may have changed while we copied; say exactly what.
-        SELECT array_agg(d ORDER BY d) INTO failed FROM (
-            (SELECT 'only on ' || src || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(src)) e
-             EXCEPT SELECT 'only on ' || src || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(joiner)) e)
-            UNION ALL
-            (SELECT 'only on ' || joiner || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(joiner)) e
-             EXCEPT SELECT 'only on ' || joiner || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(src)) e)) diff(d);
-        IF failed IS NOT NULL THEN
-            PERFORM zodan_ci.zodan_warn(ctx, format('replication sets of %s changed during the join; reconcile on %s with spock.repset_add_table/repset_remove_table: %s',
-                src, joiner, array_to_string(failed, '; ')));
-        END IF;
-        PERFORM zodan_ci.zodan_phase_done(ctx, 7, total, phase, ph);
-
-        ------------------------------------------------------------------
-        phase_no := 8; phase := 'subscribe';
-        ph := zodan_ci.zodan_phase_begin(ctx, 8, total, phase, format('%s subscribe to %s', array_to_string(everyone, ', '), joiner));
-        spec := zodan_ci.zodan_repset_spec(joiner);
-        FOREACH x IN ARRAY everyone LOOP
-            PERFORM zodan_ci.zodan_exec_secret(x, format(
-                'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
-                        replication_sets := %L::text[], synchronize_structure := false,
-                        synchronize_data := false, forward_origins := ''{}'', apply_delay := ''0'',
-                        enabled := true)',
-                zodan_ci.zodan_sub_name(joiner, x), new_node_dsn,
-                (SELECT array_agg(s->>'name') FROM jsonb_array_elements(spec->'sets') s)));
-            PERFORM zodan_ci.zodan_detail(ctx, format('created %s on %s', zodan_ci.zodan_sub_name(joiner, x), x));
-        END LOOP;
-        PERFORM zodan_ci.zodan_wait_replicating(ctx, everyone);
-        PERFORM zodan_ci.zodan_phase_done(ctx, 8, total, phase, ph);
-
-        ------------------------------------------------------------------
-        phase_no := 9; phase := 'verify';
-        ph := zodan_ci.zodan_phase_begin(ctx, 9, total, phase, 'changes flow both ways between every pair');
-        -- Every node's event must reach every other node.
-        PERFORM zodan_ci.zodan_sync(ctx, everyone || joiner, everyone || joiner);
-        PERFORM zodan_ci.zodan_wait_replicating(ctx, everyone || joiner);
-        PERFORM zodan_ci.zodan_phase_done(ctx, 9, total, phase, ph);
-
-        ------------------------------------------------------------------
-        phase_no := 10; phase := 'compare';
-        ph := zodan_ci.zodan_phase_begin(ctx, 10, total, phase, format('%s against %s, and every node''s discarded transactions', joiner, src));
-        failed := '{}'::text[];
-        FOR r IN SELECT * FROM zodan_ci.zodan_compare(ctx, src, joiner, everyone || joiner, discarded) LOOP
-            IF r.ok THEN
-                PERFORM zodan_ci.zodan_info(ctx, format('%s: %s', r.check_name, r.detail));
-            ELSE
-                failed := failed || format('%s: %s', r.check_name, r.detail);
-            END IF;
-        END LOOP;
-        IF cardinality(failed) > 0 THEN
-            RAISE EXCEPTION '% differs from the cluster after joining', joiner
-                USING ERRCODE = 'ZDD03', DETAIL = array_to_string(failed, E'\n'),
-                      HINT = 'The join is rolled back. Report this with the server logs of every node; spock.exception_log says which transactions were not applied.';
-        END IF;
-        PERFORM zodan_ci.zodan_phase_done(ctx, 10, total, phase, ph);
-
-        PERFORM zodan_ci.zodan_report(ctx, src, everyone || joiner);
-        PERFORM zodan_ci.zodan_op_end(ctx, 'succeeded');
-        PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('%s joined the cluster in %s', joiner, zodan_ci.zodan_seconds(began)));
+        ctx := zodan_ci.zodan_op_begin(ctx, src_node_name,
+                                     jsonb_build_object('location', new_node_location, 'country', new_node_country));
+        ctx := zodan_ci.zodan_add_node_checks(ctx);
+        ctx := zodan_ci.zodan_add_node_register(ctx);
+        ctx := zodan_ci.zodan_add_node_prepare_peers(ctx);
+        ctx := zodan_ci.zodan_add_node_copy(ctx);
+        ctx := zodan_ci.zodan_add_node_catch_up(ctx);
+        ctx := zodan_ci.zodan_add_node_hand_over(ctx);
+        ctx := zodan_ci.zodan_add_node_replication_sets(ctx);
+        ctx := zodan_ci.zodan_add_node_subscribe(ctx);
+        ctx := zodan_ci.zodan_add_node_verify(ctx);
+        ctx := zodan_ci.zodan_add_node_compare(ctx);
+        PERFORM zodan_ci.zodan_op_succeeded(ctx, src_node_name, zodan_ci.zodan_add_node_nodes(ctx), NULL,
+                                          format('%s joined the cluster', new_node_name));
     EXCEPTION WHEN OTHERS OR query_canceled THEN
         GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
                                 det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-        -- The rollback is idempotent, so a cancel that lands during it
-        -- (a second Ctrl-C, or one that reached this session only after
-        -- a dblink call returned) starts it over instead of abandoning it
-        -- half done. After three tries the journal still says running,
-        -- and the next add_node finishes the job.
-        FOR attempt IN 1..3 LOOP
-            BEGIN
-                msg := zodan_ci.zodan_redact(msg);
-                det := zodan_ci.zodan_redact(det);
-                PERFORM zodan_ci.zodan_recover_connections(ctx, dsns);
-                PERFORM zodan_ci.zodan_phase_failed(ctx);
-                IF joined THEN
-                    PERFORM zodan_ci.zodan_say(ctx, 'ZD006', format('phase %s/%s %s failed: %s; rolling back%s',
-                        phase_no, total, phase, msg, CASE WHEN attempt > 1 THEN ' (again, after a cancel)' ELSE '' END));
-                    BEGIN
-                        pending := zodan_ci.zodan_undo_join(ctx, joiner, src, coalesce(everyone, ARRAY[src]), dsns, source_registered,
-                            zodan_ci.zodan_value(joiner, format('SELECT details->''content'' FROM zodan_ci.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
-                        IF pending = '{}'::jsonb THEN
-                            cleanup := 'Everything add_node had created was removed; fix the cause and CALL add_node again.';
-                        ELSE
-                            PERFORM zodan_ci.zodan_op_note(ctx, '{"cleanup_incomplete": true}');
-                            cleanup := format(E'Rolled back on every reachable node, but not on: %s. Once they are back, CALL add_node again (it finishes the cleanup first), or run there:\n%s',
-                                              (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(pending) k),
-                                              zodan_ci.zodan_pending_text(pending));
-                        END IF;
-                    EXCEPTION WHEN OTHERS THEN
-                        PERFORM zodan_ci.zodan_op_note(ctx, '{"cleanup_incomplete": true}');
-                        cleanup := format('The rollback failed too (%s). CALL add_node again once the cause is fixed: it finishes the cleanup first.',
-                                          zodan_ci.zodan_redact(SQLERRM));
-                    END;
-                ELSE
-                    cleanup := 'Nothing had been created.';
-                END IF;
-                PERFORM zodan_ci.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
-                                            format('%s: %s', st, msg), cleanup);
-                PERFORM zodan_ci.zodan_disconnect_all();
-                EXIT;
-            EXCEPTION WHEN query_canceled THEN
-                st := '57014';
-                msg := 'canceling statement due to user request';
-                cleanup := 'Cancelled during the rollback; CALL add_node again: it finishes the cleanup first.';
-            END;
-        END LOOP;
-        RAISE EXCEPTION 'add_node % failed in phase %/% %: %', joiner, phase_no, total, phase, msg
-            USING ERRCODE = st,
-                  DETAIL = concat_ws(E'\n', nullif(det, ''), cleanup),
-                  HINT = coalesce(hnt, '');
+        PERFORM zodan_ci.zodan_op_fail(ctx, st, msg, det, hnt);
     END;
     PERFORM zodan_ci.zodan_disconnect_all();
 END;
@@ -3595,6 +3599,519 @@ $proc$;
 
 COMMENT ON PROCEDURE zodan_ci.add_node(text, text, text, text, boolean, text, text, jsonb, interval) IS
     'zodan: joins this database to the cluster of src_node_name without stopping writes; run it on the new node. Rolls back on failure.';
+
+-- The phases of add_node, in order. Each takes the operation's context
+-- and returns it with what later phases need; ctx->>'src' is the source S,
+-- ctx->>'target' the new node N, and after the checks ctx->'peers' lists
+-- the cluster's other nodes P.
+
+-- Every node of the cluster once N has joined: S, its peers, N.
+CREATE FUNCTION zodan_ci.zodan_add_node_nodes(ctx jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT ARRAY[ctx->>'src'] || ARRAY(SELECT jsonb_array_elements_text(coalesce(ctx->'peers', '[]'))) || ARRAY[ctx->>'target'];
+$fn$;
+
+-- Runs the checks of check_type on what zodan_gather collected and says
+-- each result (PASS as verbose detail), leaving out those named in
+-- deferred. Returns the failures.
+CREATE FUNCTION zodan_ci.zodan_run_checks(ctx jsonb, check_type text, src text, new text, cluster jsonb, deferred text[])
+RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r record;
+    failed text[] := '{}'::text[];
+BEGIN
+    FOR r IN SELECT * FROM zodan_ci.zodan_checks(check_type, src, new,
+                                               ARRAY(SELECT jsonb_array_elements_text(cluster->'members')),
+                                               cluster->'facts', cluster->'unreachable') c
+              WHERE c.check_name <> ALL (deferred)
+    LOOP
+        IF r.ok THEN
+            PERFORM zodan_ci.zodan_detail(ctx, format('PASS %s: %s', r.check_name, r.detail));
+        ELSE
+            failed := failed || format('%s: %s', r.check_name, r.detail);
+            PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('FAIL %s: %s', r.check_name, r.detail));
+        END IF;
+    END LOOP;
+    RETURN failed;
+END;
+$fn$;
+
+-- Whether node is a working member of the cluster zodan_gather saw: it is
+-- a Spock node, every subscription it has replicates, and every other
+-- reachable node replicates from it. Such a node is never detached by a
+-- cleanup, whatever the journal says about how its join ended.
+CREATE FUNCTION zodan_ci.zodan_is_working_node(node text, here text, cluster jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    -- here: the name this database's facts are filed under.
+    SELECT cluster->'facts'->here->>'local_node' = node
+       AND jsonb_array_length(coalesce(cluster->'facts'->here->'subscriptions', '[]')) > 0
+       AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(cluster->'facts'->here->'subscriptions') s
+                        WHERE s->>'status' IS DISTINCT FROM 'replicating')
+       AND NOT EXISTS (SELECT 1 FROM jsonb_each(cluster->'facts') f
+                        WHERE f.key NOT IN (node, here)
+                          AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(f.value->'subscriptions', '[]')) s
+                                           WHERE s->>'provider' = node AND s->>'status' = 'replicating'));
+$fn$;
+
+-- Cleans up after the operations this node's journal owes a cleanup (see
+-- zodan_interrupted), each with what it recorded: its own node, source,
+-- cluster and whether it registered its source, not this call's
+-- arguments. Runs once the checks that leftovers cannot fail have passed.
+-- Returns whether anything was cleaned.
+CREATE FUNCTION zodan_ci.zodan_add_node_clean_owed(ctx jsonb, cluster jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    prev jsonb;
+    node text;
+    rsrc text;
+    nodes text[];
+    pending jsonb;
+    cleaned boolean := false;
+BEGIN
+    FOR prev IN SELECT * FROM zodan_ci.zodan_interrupted(ctx) LOOP
+        PERFORM zodan_ci.zodan_info(ctx, format('cleaning up after %s of %s (op %s, started %s), %s in phase %s',
+            prev->>'kind', prev->>'node_name', prev->>'op_id', prev->>'started_at', prev->>'state',
+            coalesce(prev->>'phase', 'unknown')));
+        IF prev->>'kind' = 'add_node' THEN
+            -- add_node runs on the node it adds: that was this database.
+            node := prev->>'node_name';
+            IF zodan_ci.zodan_is_working_node(node, ctx->>'target', cluster) THEN
+                RAISE EXCEPTION 'this database is node %, a working member of the cluster, although add_node op % of it did not finish (%, in phase %)',
+                                node, prev->>'op_id', prev->>'state', coalesce(prev->>'phase', 'unknown')
+                    USING ERRCODE = 'ZDC05',
+                          DETAIL = 'Every subscription to and from it replicates; zodan never detaches a working node to clean up after it.',
+                          HINT = format('Check it with CALL zodan_ci.health_check(%L, <dsn>, %L, <dsn>, ''post''). To add this database under another name, first CALL zodan_ci.remove_node(%L).',
+                                        coalesce(prev->>'source_node', ctx->>'src'), node, node);
+            END IF;
+            rsrc := coalesce(prev->>'source_node', ctx->>'src');
+            nodes := ARRAY(SELECT DISTINCT x FROM unnest(
+                         ARRAY[rsrc]
+                         || ARRAY(SELECT jsonb_array_elements_text(coalesce(prev->'details'->'peers', '[]')))
+                         || ARRAY(SELECT jsonb_array_elements_text(cluster->'members'))) x
+                      WHERE x <> node ORDER BY 1);
+            pending := zodan_ci.zodan_undo_join(ctx, node, rsrc, nodes, ctx->'dsns',
+                coalesce((prev->'details'->>'source_registered')::boolean, false),
+                prev->'details'->'content');
+            IF pending <> '{}'::jsonb THEN
+                RAISE EXCEPTION 'could not clean up after the interrupted add_node of % (op %)', node, prev->>'op_id'
+                    USING ERRCODE = 'ZDC05', DETAIL = zodan_ci.zodan_pending_text(pending),
+                          HINT = 'Bring those nodes back (or run the statements there) and CALL add_node again.';
+            END IF;
+            PERFORM zodan_ci.zodan_close_interrupted(ctx, (prev->>'op_id')::bigint,
+                format('Cleaned up by op %s.', ctx->>'op'));
+            cleaned := true;
+        ELSE
+            -- remove_node is idempotent: a rerun finishes it.
+            PERFORM zodan_ci.zodan_close_interrupted(ctx, (prev->>'op_id')::bigint,
+                format('Closed by op %s; CALL zodan_ci.remove_node(%L) again if the node is still in the cluster.',
+                       ctx->>'op', prev->>'node_name'));
+        END IF;
+    END LOOP;
+    RETURN cleaned;
+END;
+$fn$;
+
+-- Phase 1: the cluster lock on every node, the 'pre' checks, and, if an
+-- earlier attempt left work behind, its cleanup in between.
+CREATE FUNCTION zodan_ci.zodan_add_node_checks(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    src text := ctx->>'src';
+    joiner text := ctx->>'target';
+    cluster jsonb;
+    nf jsonb;
+    peers text[];
+    failed text[];
+    node text;
+    -- Checks that the leftovers of an unfinished join of this database
+    -- fail by themselves; with a cleanup owed they wait until after it.
+    leftovers CONSTANT text[] := ARRAY['subscriptions', 'new-node-name', 'new-node-empty', 'existing-schemas',
+                                       'replication-slots', 'slot-names', 'lolor'];
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'checks', format('cluster of %s, new node %s', src, joiner));
+    cluster := zodan_ci.zodan_gather(ctx, src, ctx->'dsns'->>src, joiner, ctx->'dsns'->>joiner, true);
+    IF cluster->'unreachable' <> '{}'::jsonb THEN
+        RAISE EXCEPTION 'cannot reach %', (SELECT string_agg(format('node %s (%s)', key, value #>> '{}'), ', ')
+                                            FROM jsonb_each(cluster->'unreachable'))
+            USING ERRCODE = 'ZDC01',
+                  HINT = 'Every node of the cluster must be reachable from the new node; start it, or remove it from the cluster first.';
+    END IF;
+    peers := ARRAY(SELECT jsonb_object_keys(cluster->'peers') ORDER BY 1);
+    ctx := ctx || jsonb_build_object('peers', to_jsonb(peers), 'dsns', (ctx->'dsns') || (cluster->'peers'));
+    PERFORM zodan_ci.zodan_detail(ctx, format('cluster seen from %s: %s', src, array_to_string(src || peers, ', ')));
+
+    -- An earlier add_node that died without cleaning up (a crash, a killed
+    -- session) left its objects behind. Only a cluster that passes every
+    -- check those objects cannot fail is touched; then they are undone,
+    -- so that simply retrying works, and the rest is checked.
+    IF EXISTS (SELECT 1 FROM zodan_ci.zodan_interrupted(ctx)) THEN
+        failed := zodan_ci.zodan_run_checks(ctx, 'add_node', src, joiner, cluster, leftovers);
+        IF cardinality(failed) > 0 THEN
+            RAISE EXCEPTION 'add_node cannot start: % failed', array_to_string(failed, '; ')
+                USING ERRCODE = 'ZDC01',
+                      HINT = 'Fix the failed checks and CALL add_node again; it cleans up after the earlier attempt once they pass.';
+        END IF;
+        IF zodan_ci.zodan_add_node_clean_owed(ctx, cluster) THEN
+            -- The cleanup changed the cluster's node lists and emptied
+            -- this database again: read them afresh.
+            cluster := jsonb_set(cluster, '{members}', to_jsonb(ARRAY(SELECT name FROM zodan_ci.zodan_cluster_nodes(src))));
+            FOR node IN SELECT jsonb_object_keys(cluster->'facts') LOOP
+                cluster := jsonb_set(cluster, ARRAY['facts', node], zodan_ci.zodan_facts(node));
+            END LOOP;
+        END IF;
+    END IF;
+
+    nf := (cluster->'facts'->joiner)
+          || jsonb_build_object('links', zodan_ci.zodan_links(src, ctx->'dsns'->>src, joiner, ctx->'dsns'->>joiner, cluster->'peers'));
+    cluster := jsonb_set(cluster, ARRAY['facts', joiner], nf);
+    failed := zodan_ci.zodan_run_checks(ctx, 'add_node', src, joiner, cluster, '{}');
+    IF cardinality(failed) > 0 THEN
+        RAISE EXCEPTION 'add_node cannot start: % failed', array_to_string(failed, '; ')
+            USING ERRCODE = 'ZDC01',
+                  HINT = format('Fix the failed checks and CALL add_node again; CALL zodan_ci.health_check(%L, <src_dsn>, %L, <new_node_dsn>) repeats them without changing anything.', src, joiner);
+    END IF;
+
+    ctx := ctx || jsonb_build_object(
+        'new_db', nf->>'db',
+        -- Schemas the new node has of its own, which the copy leaves alone.
+        'own_schemas', coalesce(nf->'user_schemas', '[]'::jsonb),
+        'source_registered', cluster->'facts'->src->>'local_node' IS NULL,
+        -- What every node's spock.exception_log holds before the join:
+        -- the compare phase fails the join if any of them grew.
+        'discarded', zodan_ci.zodan_exception_counts(zodan_ci.zodan_add_node_nodes(ctx)));
+    -- Recorded before anything is created, so that a rollback (or the
+    -- next attempt after a crash) knows what to undo.
+    PERFORM zodan_ci.zodan_op_note(ctx, jsonb_build_object(
+        'new_db', ctx->>'new_db', 'peers', to_jsonb(peers), 'source_registered', (ctx->>'source_registered')::boolean,
+        'content', zodan_ci.zodan_value(joiner, 'SELECT zodan_ci.zodan_content_snapshot()')::jsonb));
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 2: Spock node rows for N, and for S when S is not a node yet (a
+-- cluster of one plain database).
+CREATE FUNCTION zodan_ci.zodan_add_node_register(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    src text := ctx->>'src';
+    joiner text := ctx->>'target';
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'register', format('Spock node %s%s', joiner,
+        CASE WHEN (ctx->>'source_registered')::boolean THEN format(' and source node %s', src) ELSE '' END));
+    IF (ctx->>'source_registered')::boolean THEN
+        PERFORM zodan_ci.zodan_exec_secret(src, format('SELECT spock.node_create(node_name := %L, dsn := %L)', src, ctx->'dsns'->>src));
+        PERFORM zodan_ci.zodan_exec(src, zodan_ci.zodan_default_repsets_sql());
+        PERFORM zodan_ci.zodan_info(ctx, format('registered %s as a Spock node; its %s tables and sequences are in the default replication sets',
+            src, zodan_ci.zodan_value(src, 'SELECT (SELECT count(*) FROM spock.replication_set_table) + (SELECT count(*) FROM spock.replication_set_seq)')));
+    END IF;
+    PERFORM zodan_ci.zodan_exec_secret(joiner, format(
+        'SELECT spock.node_create(node_name := %L, dsn := %L, location := %L, country := %L, info := %L::jsonb)',
+        joiner, ctx->'dsns'->>joiner, ctx->>'location', ctx->>'country', ctx->'info'));
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 3: for each peer P, a slot on P for P->N, then S applies P's
+-- changes past it, then P->N is created disabled. Returns ctx with
+-- 'peer_sync': per peer, the slot and its position.
+CREATE FUNCTION zodan_ci.zodan_add_node_prepare_peers(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    src text := ctx->>'src';
+    joiner text := ctx->>'target';
+    peers text[] := ARRAY(SELECT jsonb_array_elements_text(ctx->'peers'));
+    p text;
+    slot text;
+    slot_lsn pg_lsn;
+    sync_lsn pg_lsn;
+    peer_sync jsonb := '{}'::jsonb;
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'prepare-peers',
+        CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
+             ELSE format('slots and disabled subscriptions for %s', array_to_string(peers, ', ')) END);
+    -- All slots and sync events first, so that the waits overlap.
+    FOREACH p IN ARRAY peers LOOP
+        slot := spock.spock_gen_slot_name((ctx->>'new_db')::name, p::name, zodan_ci.zodan_sub_name(p, joiner)::name);
+        IF zodan_ci.zodan_value(p, format('SELECT count(*) FROM pg_replication_slots WHERE slot_name = %L', slot))::integer > 0 THEN
+            -- Nothing can use it yet: joiner is not a node until now.
+            PERFORM zodan_ci.zodan_exec(p, format('SELECT pg_drop_replication_slot(%L)', slot));
+            PERFORM zodan_ci.zodan_info(ctx, format('dropped leftover slot %s on %s', slot, p));
+        END IF;
+        -- The slot is made as Spock makes its own on that node: with
+        -- failover on PostgreSQL 17+, where Spock 6.0 always asks for
+        -- it and Spock 5.0 when spock.use_native_failover_slots is on
+        -- (the setting exists only in 5.0). Decided per peer: a
+        -- cluster in a rolling upgrade mixes versions.
+        slot_lsn := zodan_ci.zodan_value(p, format(
+            CASE WHEN zodan_ci.zodan_value(p, 'SHOW server_version_num')::integer >= 170000 THEN
+                'SELECT lsn FROM pg_create_logical_replication_slot(%L, %L, false, false,
+                        coalesce(current_setting(''spock.use_native_failover_slots'', true), ''on'')::boolean)'
+            ELSE 'SELECT lsn FROM pg_create_logical_replication_slot(%L, %L)' END,
+            slot, 'spock_output'))::pg_lsn;
+        -- A commit on p after the slot, which src must have applied
+        -- before the copy's snapshot is taken.
+        sync_lsn := zodan_ci.zodan_value(p, 'SELECT spock.sync_event(true)')::pg_lsn;
+        peer_sync := peer_sync || jsonb_build_object(p, jsonb_build_object('slot', slot, 'slot_lsn', slot_lsn, 'sync_lsn', sync_lsn));
+    END LOOP;
+    FOREACH p IN ARRAY peers LOOP
+        PERFORM zodan_ci.zodan_wait_lsn(ctx, src, zodan_ci.zodan_applied_probe(p), (peer_sync->p->>'sync_lsn')::pg_lsn,
+            format('%s to apply %s''s changes up to %s', src, p, peer_sync->p->>'sync_lsn'));
+        PERFORM zodan_ci.zodan_exec_secret(joiner, format(
+            'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
+                    replication_sets := %L::text[], synchronize_structure := false,
+                    synchronize_data := false, forward_origins := ''{}'', apply_delay := ''0'',
+                    enabled := false)',
+            zodan_ci.zodan_sub_name(p, joiner), ctx->'dsns'->>p,
+            (SELECT array_agg(s->>'name') FROM jsonb_array_elements(zodan_ci.zodan_repset_spec(p)->'sets') s)));
+        PERFORM zodan_ci.zodan_info(ctx, format('%s: slot %s at %s, %s caught up to %s, %s created disabled',
+            p, peer_sync->p->>'slot', peer_sync->p->>'slot_lsn', src, peer_sync->p->>'sync_lsn', zodan_ci.zodan_sub_name(p, joiner)));
+    END LOOP;
+    ctx := ctx || jsonb_build_object('peer_sync', peer_sync);
+    RETURN zodan_ci.zodan_phase_done(ctx, CASE WHEN cardinality(peers) = 0 THEN 'skipped' ELSE 'done' END);
+END;
+$fn$;
+
+-- Phase 4: S->N with schema and data (one snapshot of S). With peers, S
+-- forwards their changes until the hand-over, so that N applies them in
+-- S's order, before S's own changes that build on them.
+CREATE FUNCTION zodan_ci.zodan_add_node_copy(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    src text := ctx->>'src';
+    joiner text := ctx->>'target';
+    peers text[] := ARRAY(SELECT jsonb_array_elements_text(ctx->'peers'));
+    skip text[] := ARRAY(SELECT jsonb_array_elements_text(ctx->'own_schemas'));
+BEGIN
+    -- Procedures installed outside the spock schema (tests of the
+    -- installer) live in a schema of the new node's own.
+    IF 'zodan_ci' <> 'spock' THEN
+        skip := skip || 'zodan_ci'::text;
+    END IF;
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'copy', format('schema and data from %s%s%s', src,
+        CASE WHEN cardinality(peers) > 0 THEN format(', with %s''s changes as %s applies them', array_to_string(peers, ', '), src) ELSE '' END,
+        CASE WHEN cardinality(skip) > 0 THEN format(' (keeping %s''s own schemas %s)', joiner, array_to_string(skip, ', ')) ELSE '' END));
+    PERFORM zodan_ci.zodan_exec_secret(joiner, format(
+        'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
+                replication_sets := %L::text[], synchronize_structure := true,
+                synchronize_data := true, forward_origins := %L::text[], apply_delay := ''0'',
+                enabled := true, skip_schema := %L::text[])',
+        zodan_ci.zodan_sub_name(src, joiner), ctx->'dsns'->>src,
+        (SELECT array_agg(s->>'name') FROM jsonb_array_elements(zodan_ci.zodan_repset_spec(src)->'sets') s),
+        CASE WHEN cardinality(peers) > 0 THEN '{all}' ELSE '{}' END,
+        skip));
+    PERFORM zodan_ci.zodan_wait_copy(ctx, joiner, zodan_ci.zodan_sub_name(src, joiner), src);
+    PERFORM zodan_ci.zodan_info(ctx, format('copied %s tables from %s',
+        zodan_ci.zodan_value(joiner, 'SELECT count(*) FROM spock.tables WHERE set_name IS NOT NULL'), src));
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 5: N applies what S committed (and forwarded) during the copy.
+CREATE FUNCTION zodan_ci.zodan_add_node_catch_up(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'catch-up', format('%s applies what %s committed during the copy', ctx->>'target', ctx->>'src'));
+    PERFORM zodan_ci.zodan_sync(ctx, ARRAY[ctx->>'src'], ARRAY[ctx->>'target']);
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 6: N receives each peer's changes from the peer directly, from
+-- exactly where S left off (see handover.sql.tmpl).
+CREATE FUNCTION zodan_ci.zodan_add_node_hand_over(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    peers text[] := ARRAY(SELECT jsonb_array_elements_text(ctx->'peers'));
+    list text := array_to_string(peers, ', ');
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'hand-over',
+        CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
+             ELSE format('%s''s changes from %s directly, from exactly where %s left off', list, list, ctx->>'src') END);
+    IF cardinality(peers) = 0 THEN
+        RETURN zodan_ci.zodan_phase_done(ctx, 'skipped');
+    END IF;
+    PERFORM zodan_ci.zodan_hand_over(ctx, ctx->>'src', ctx->>'target', peers, ctx->'peer_sync');
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 7: N gets S's replication sets, their tables and sequences.
+CREATE FUNCTION zodan_ci.zodan_add_node_replication_sets(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    src text := ctx->>'src';
+    joiner text := ctx->>'target';
+    spec jsonb;
+    diff text[];
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'replication-sets', format('%s gets %s''s replication sets', joiner, src));
+    spec := zodan_ci.zodan_repset_spec(src);
+    PERFORM zodan_ci.zodan_info(ctx, zodan_ci.zodan_value(joiner, format('SELECT zodan_ci.zodan_apply_repsets(%L::jsonb)', spec)));
+    -- The copy carries tables, not sequence positions: Spock sends a
+    -- sequence's position only when it has moved far enough. Have the
+    -- source send each one now; the verify phase's sync events wait for
+    -- them.
+    PERFORM zodan_ci.zodan_exec(src, format('SELECT spock.sync_seq(%s::regclass)', quote_literal(q->>'relation')))
+       FROM jsonb_array_elements(spec->'sequences') q;
+    -- The source may have changed while we copied; say exactly what.
+    SELECT array_agg(d ORDER BY d) INTO diff FROM (
+        (SELECT 'only on ' || src || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(src)) e
+         EXCEPT SELECT 'only on ' || src || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(joiner)) e)
+        UNION ALL
+        (SELECT 'only on ' || joiner || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(joiner)) e
+         EXCEPT SELECT 'only on ' || joiner || ': ' || e FROM zodan_ci.zodan_repset_entries(zodan_ci.zodan_repset_spec(src)) e)) d(d);
+    IF diff IS NOT NULL THEN
+        PERFORM zodan_ci.zodan_warn(ctx, format('replication sets of %s changed during the join; reconcile on %s with spock.repset_add_table/repset_remove_table: %s',
+            src, joiner, array_to_string(diff, '; ')));
+    END IF;
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 8: every existing node X subscribes to N.
+CREATE FUNCTION zodan_ci.zodan_add_node_subscribe(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    joiner text := ctx->>'target';
+    existing text[] := ARRAY[ctx->>'src'] || ARRAY(SELECT jsonb_array_elements_text(ctx->'peers'));
+    sets text[];
+    x text;
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'subscribe', format('%s subscribe to %s', array_to_string(existing, ', '), joiner));
+    sets := ARRAY(SELECT s->>'name' FROM jsonb_array_elements(zodan_ci.zodan_repset_spec(joiner)->'sets') s);
+    FOREACH x IN ARRAY existing LOOP
+        PERFORM zodan_ci.zodan_exec_secret(x, format(
+            'SELECT spock.sub_create(subscription_name := %L, provider_dsn := %L,
+                    replication_sets := %L::text[], synchronize_structure := false,
+                    synchronize_data := false, forward_origins := ''{}'', apply_delay := ''0'',
+                    enabled := true)',
+            zodan_ci.zodan_sub_name(joiner, x), ctx->'dsns'->>joiner, sets));
+        PERFORM zodan_ci.zodan_detail(ctx, format('created %s on %s', zodan_ci.zodan_sub_name(joiner, x), x));
+    END LOOP;
+    PERFORM zodan_ci.zodan_wait_replicating(ctx, existing);
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 9: changes flow both ways between every pair: every node's event
+-- reaches every other node.
+CREATE FUNCTION zodan_ci.zodan_add_node_verify(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    everyone text[] := zodan_ci.zodan_add_node_nodes(ctx);
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'verify', 'changes flow both ways between every pair');
+    PERFORM zodan_ci.zodan_sync(ctx, everyone, everyone);
+    PERFORM zodan_ci.zodan_wait_replicating(ctx, everyone);
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 10: no node discarded a transaction during the join, and N holds
+-- what S holds.
+CREATE FUNCTION zodan_ci.zodan_add_node_compare(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    joiner text := ctx->>'target';
+    r record;
+    failed text[] := '{}'::text[];
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'compare', format('%s against %s, and every node''s discarded transactions', joiner, ctx->>'src'));
+    FOR r IN SELECT * FROM zodan_ci.zodan_compare(ctx, ctx->>'src', joiner, zodan_ci.zodan_add_node_nodes(ctx), ctx->'discarded') LOOP
+        IF r.ok THEN
+            PERFORM zodan_ci.zodan_info(ctx, format('%s: %s', r.check_name, r.detail));
+        ELSE
+            failed := failed || format('%s: %s', r.check_name, r.detail);
+        END IF;
+    END LOOP;
+    IF cardinality(failed) > 0 THEN
+        RAISE EXCEPTION '% differs from the cluster after joining', joiner
+            USING ERRCODE = 'ZDD03', DETAIL = array_to_string(failed, E'\n'),
+                  HINT = 'The join is rolled back. Report this with the server logs of every node; spock.exception_log says which transactions were not applied.';
+    END IF;
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- add_node's part of zodan_op_fail: undoes the join once the checks had
+-- passed (nothing is created before), and says what happened. what names
+-- the failure; attempt > 1 when a cancel interrupted an earlier try.
+-- Returns the cleanup note for the journal and the error's detail.
+CREATE FUNCTION zodan_ci.zodan_add_node_rollback(ctx jsonb, what text, attempt integer)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    pending jsonb;
+    src text := ctx->>'src';
+BEGIN
+    IF coalesce((ctx->>'done')::integer, 0) < 1 THEN
+        RETURN 'Nothing had been created.';
+    END IF;
+    PERFORM zodan_ci.zodan_say(ctx, 'ZD006', format('%s; rolling back%s', what,
+        CASE WHEN attempt > 1 THEN ' (again, after a cancel)' ELSE '' END));
+    BEGIN
+        pending := zodan_ci.zodan_undo_join(ctx, ctx->>'target', src,
+            ARRAY[src] || ARRAY(SELECT jsonb_array_elements_text(coalesce(ctx->'peers', '[]'))),
+            ctx->'dsns', coalesce((ctx->>'source_registered')::boolean, false),
+            zodan_ci.zodan_value(ctx->>'local', format('SELECT details->''content'' FROM zodan_ci.zodan_operation WHERE op_id = %s', ctx->>'op'))::jsonb);
+        IF pending = '{}'::jsonb THEN
+            RETURN 'Everything add_node had created was removed; fix the cause and CALL add_node again.';
+        END IF;
+        PERFORM zodan_ci.zodan_op_note(ctx, '{"cleanup_incomplete": true}');
+        RETURN format(E'Rolled back on every reachable node, but not on: %s. Once they are back, CALL add_node again (it finishes the cleanup first), or run there:\n%s',
+                      (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(pending) k),
+                      zodan_ci.zodan_pending_text(pending));
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM zodan_ci.zodan_op_note(ctx, '{"cleanup_incomplete": true}');
+        RETURN format('The rollback failed too (%s). CALL add_node again once the cause is fixed: it finishes the cleanup first.',
+                      zodan_ci.zodan_redact(SQLERRM));
+    END;
+END;
+$fn$;
 
 -- Undoes a join of node N (see cleanup.sql.tmpl): N's subscriptions and
 -- node first, then N's traces on every other node, then the source's node
@@ -3686,34 +4203,16 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $proc$
 DECLARE
-    total CONSTANT integer := 5;
-    tgt text := target_node_name;
     here text;
     local_dsn text;
-    target_dsn text := target_node_dsn;
-    target_up boolean := false;
     ctx jsonb;
-    r record;
-    node text;
-    known text[] := '{}'::text[];
-    survivors text[] := '{}'::text[];
-    reachable text[] := '{}'::text[];
-    unreachable jsonb := '{}'::jsonb;
-    dsns jsonb := '{}'::jsonb;
-    subscribers text[];
-    ph timestamptz;
-    phase_no integer := 0;
-    phase text := 'start';
-    began timestamptz := clock_timestamp();
-    pending jsonb := '{}'::jsonb;
-    cleanup text;
     st text; msg text; det text; hnt text;
 BEGIN
     -- Nothing this CALL runs is logged with its text or parameters: they
     -- carry DSNs.
     PERFORM zodan_ci.zodan_prepare_session();
     PERFORM zodan_ci.zodan_require_dblink();
-    IF tgt IS NULL THEN
+    IF target_node_name IS NULL THEN
         RAISE EXCEPTION 'target_node_name is required' USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
@@ -3722,169 +4221,34 @@ BEGIN
     IF here IS NULL THEN
         RAISE EXCEPTION 'remove_node must run on a node of the cluster, and this database is not a Spock node'
             USING ERRCODE = 'ZDC01',
-                  HINT = format('Connect to any remaining node of the cluster (or to %s itself) and run the CALL there.', tgt);
+                  HINT = format('Connect to any remaining node of the cluster (or to %s itself) and run the CALL there.', target_node_name);
     END IF;
-    IF here = tgt AND target_dsn IS NOT NULL THEN
-        local_dsn := target_dsn;
+    IF here = target_node_name AND target_node_dsn IS NOT NULL THEN
+        local_dsn := target_node_dsn;
     END IF;
 
-    ctx := zodan_ci.zodan_op_begin('remove_node', tgt, NULL, here, local_dsn, verbose_mode, sync_timeout,
-                                  jsonb_build_object('run_on', here));
+    ctx := zodan_ci.zodan_op_context('remove_node', target_node_name, here, verbose_mode, sync_timeout,
+        ARRAY['checks', 'drain', 'detach', 'reset', 'verify'],
+        jsonb_build_object('dsns', jsonb_build_object(here, local_dsn)
+                                   || jsonb_strip_nulls(jsonb_build_object(target_node_name, target_node_dsn))));
     BEGIN
-        ------------------------------------------------------------------
-        phase_no := 1; phase := 'checks';
-        ph := zodan_ci.zodan_phase_begin(ctx, 1, total, phase, format('find %s in the cluster of %s', tgt, here));
-        -- Every node this one knows, and every node those know: a half
-        -- added node may be known only to some.
-        known := ARRAY[here];
-        FOR r IN SELECT * FROM zodan_ci.zodan_cluster_nodes(here) LOOP
-            IF r.name = tgt THEN
-                target_dsn := coalesce(target_dsn, r.dsn);
-                CONTINUE;
-            END IF;
-            CONTINUE WHEN r.name = here;
-            known := known || r.name;
-            dsns := dsns || jsonb_build_object(r.name, r.dsn);
-            BEGIN
-                PERFORM zodan_ci.zodan_join(ctx, r.name, r.dsn);
-                reachable := reachable || r.name;
-            EXCEPTION WHEN lock_not_available THEN
-                RAISE;
-            WHEN OTHERS THEN
-                unreachable := unreachable || jsonb_build_object(r.name, zodan_ci.zodan_redact(SQLERRM));
-            END;
-        END LOOP;
-        IF here <> tgt THEN
-            reachable := here || reachable;
-        END IF;
-        survivors := ARRAY(SELECT x FROM unnest(known) x WHERE x <> tgt ORDER BY 1);
-        FOREACH node IN ARRAY reachable LOOP
-            FOR r IN SELECT * FROM zodan_ci.zodan_cluster_nodes(node) WHERE name = tgt LOOP
-                target_dsn := coalesce(target_dsn, r.dsn);
-            END LOOP;
-        END LOOP;
-
-        IF here = tgt THEN
-            target_up := true;
-        ELSIF target_dsn IS NOT NULL THEN
-            BEGIN
-                PERFORM zodan_ci.zodan_join(ctx, tgt, target_dsn);
-                target_up := true;
-            EXCEPTION WHEN lock_not_available THEN
-                RAISE;
-            WHEN OTHERS THEN
-                PERFORM zodan_ci.zodan_warn(ctx, format('%s is unreachable (%s): what it committed and did not send yet is lost with it',
-                                                      tgt, zodan_ci.zodan_redact(SQLERRM)));
-            END;
-        END IF;
-        IF target_dsn IS NULL AND NOT target_up THEN
-            RAISE EXCEPTION 'node % is not part of the cluster of %', tgt, here
-                USING ERRCODE = 'ZDC01',
-                      HINT = format('Nodes known to %s: %s.', here, array_to_string(known, ', '));
-        END IF;
-        IF unreachable <> '{}'::jsonb THEN
-            PERFORM zodan_ci.zodan_warn(ctx, format('unreachable, to be cleaned later: %s',
-                (SELECT string_agg(format('%s (%s)', key, value #>> '{}'), ', ') FROM jsonb_each(unreachable))));
-        END IF;
-        PERFORM zodan_ci.zodan_info(ctx, format('%s is %s; remaining nodes: %s', tgt,
-            CASE WHEN target_up THEN 'reachable' ELSE 'unreachable' END,
-            coalesce(nullif(array_to_string(survivors, ', '), ''), 'none')));
-        PERFORM zodan_ci.zodan_phase_done(ctx, 1, total, phase, ph);
-
-        ------------------------------------------------------------------
-        phase_no := 2; phase := 'drain';
-        subscribers := '{}'::text[];
-        IF target_up THEN
-            FOREACH node IN ARRAY reachable LOOP
-                IF zodan_ci.zodan_value(node, format(
-                       'SELECT count(*) FROM spock.subscription s JOIN spock.node o ON o.node_id = s.sub_origin
-                         WHERE o.node_name = %L AND s.sub_enabled', tgt))::integer > 0 THEN
-                    subscribers := subscribers || node;
-                END IF;
-            END LOOP;
-        END IF;
-        ph := zodan_ci.zodan_phase_begin(ctx, 2, total, phase,
-            CASE WHEN cardinality(subscribers) = 0 THEN 'nothing to send'
-                 ELSE format('%s receive what %s committed', array_to_string(subscribers, ', '), tgt) END);
-        IF cardinality(subscribers) > 0
-           AND zodan_ci.zodan_value(tgt, 'SELECT count(*) FROM spock.local_node')::integer > 0 THEN
-            PERFORM zodan_ci.zodan_info(ctx, format('%s have %s''s changes up to %s', array_to_string(subscribers, ', '), tgt,
-                zodan_ci.zodan_sync(ctx, ARRAY[tgt], subscribers)->>tgt));
-        END IF;
-        PERFORM zodan_ci.zodan_phase_done(ctx, 2, total, phase, ph,
-            CASE WHEN cardinality(subscribers) = 0 THEN 'skipped' ELSE 'done' END);
-
-        ------------------------------------------------------------------
-        phase_no := 3; phase := 'detach';
-        ph := zodan_ci.zodan_phase_begin(ctx, 3, total, phase,
-            format('remove %s from %s', tgt, coalesce(nullif(array_to_string(survivors, ', '), ''), 'no other node')));
-        IF target_up THEN
-            -- Its apply workers stop first, so its slots on the others are free.
-            PERFORM zodan_ci.zodan_drop_subscriptions(tgt);
-        END IF;
-        pending := zodan_ci.zodan_detach(ctx, tgt, survivors, dsns);
-        PERFORM zodan_ci.zodan_phase_done(ctx, 3, total, phase, ph);
-
-        ------------------------------------------------------------------
-        phase_no := 4; phase := 'reset';
-        ph := zodan_ci.zodan_phase_begin(ctx, 4, total, phase, format('%s becomes a plain database, keeping its data', tgt));
-        IF target_up THEN
-            PERFORM zodan_ci.zodan_reset_node(ctx, tgt, NULL);
-        ELSE
-            pending := pending || jsonb_build_object(tgt, to_jsonb(zodan_ci.zodan_reset_statements()));
-        END IF;
-        PERFORM zodan_ci.zodan_phase_done(ctx, 4, total, phase, ph, CASE WHEN target_up THEN 'done' ELSE 'skipped' END);
-
-        ------------------------------------------------------------------
-        phase_no := 5; phase := 'verify';
-        reachable := ARRAY(SELECT x FROM unnest(reachable) x WHERE x <> tgt);
-        ph := zodan_ci.zodan_phase_begin(ctx, 5, total, phase, CASE cardinality(reachable)
-            WHEN 0 THEN 'no node remains reachable'
-            WHEN 1 THEN format('%s is the only node left', reachable[1])
-            ELSE format('%s replicate among themselves', array_to_string(reachable, ', ')) END);
-        IF cardinality(reachable) > 1 THEN
-            PERFORM zodan_ci.zodan_wait_replicating(ctx, reachable);
-            PERFORM zodan_ci.zodan_sync(ctx, reachable, reachable);
-        END IF;
-        PERFORM zodan_ci.zodan_phase_done(ctx, 5, total, phase, ph, CASE WHEN cardinality(reachable) > 1 THEN 'done' ELSE 'skipped' END);
-
-        IF cardinality(reachable) > 0 THEN
-            PERFORM zodan_ci.zodan_report(ctx, reachable[1], reachable);
-        END IF;
-        IF pending <> '{}'::jsonb THEN
-            cleanup := format(E'Not cleaned yet: %s. Once they are back, run there:\n%s',
-                              (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(pending) k),
-                              zodan_ci.zodan_pending_text(pending));
-            PERFORM zodan_ci.zodan_warn(ctx, cleanup);
-        END IF;
-        PERFORM zodan_ci.zodan_op_end(ctx, 'succeeded', NULL, cleanup);
-        PERFORM zodan_ci.zodan_say(ctx, 'ZD005', format('%s removed in %s', tgt, zodan_ci.zodan_seconds(began)));
+        ctx := zodan_ci.zodan_op_begin(ctx, NULL, jsonb_build_object('run_on', here));
+        ctx := zodan_ci.zodan_remove_node_checks(ctx);
+        ctx := zodan_ci.zodan_remove_node_drain(ctx);
+        ctx := zodan_ci.zodan_remove_node_detach(ctx);
+        ctx := zodan_ci.zodan_remove_node_reset(ctx);
+        ctx := zodan_ci.zodan_remove_node_verify(ctx);
+        PERFORM zodan_ci.zodan_op_succeeded(ctx, ctx->'reachable'->>0,
+            ARRAY(SELECT jsonb_array_elements_text(ctx->'reachable')),
+            CASE WHEN ctx->'pending' <> '{}'::jsonb THEN
+                format(E'Not cleaned yet: %s. Once they are back, run there:\n%s',
+                       (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(ctx->'pending') k),
+                       zodan_ci.zodan_pending_text(ctx->'pending')) END,
+            format('%s removed', target_node_name));
     EXCEPTION WHEN OTHERS OR query_canceled THEN
         GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
                                 det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-        cleanup := CASE WHEN phase_no <= 1 THEN 'Nothing was changed.'
-                        ELSE format('Removal is idempotent: fix the cause and CALL zodan_ci.remove_node(%L) again to finish it.', tgt) END;
-        -- Recording the outcome must survive a cancel that lands now (one
-        -- that reached this session only after a dblink call returned).
-        FOR attempt IN 1..3 LOOP
-            BEGIN
-                msg := zodan_ci.zodan_redact(msg);
-                det := zodan_ci.zodan_redact(det);
-                PERFORM zodan_ci.zodan_recover_connections(ctx, dsns || jsonb_build_object(here, local_dsn));
-                PERFORM zodan_ci.zodan_phase_failed(ctx);
-                PERFORM zodan_ci.zodan_op_end(ctx, CASE WHEN st = '57014' THEN 'cancelled' ELSE 'failed' END,
-                                            format('%s: %s', st, msg), cleanup);
-                PERFORM zodan_ci.zodan_disconnect_all();
-                EXIT;
-            EXCEPTION WHEN query_canceled THEN
-                st := '57014';
-                msg := 'canceling statement due to user request';
-            END;
-        END LOOP;
-        RAISE EXCEPTION 'remove_node % failed in phase %/% %: %', tgt, phase_no, total, phase, msg
-            USING ERRCODE = st,
-                  DETAIL = concat_ws(E'\n', nullif(det, ''), cleanup),
-                  HINT = coalesce(hnt, '');
+        PERFORM zodan_ci.zodan_op_fail(ctx, st, msg, det, hnt);
     END;
     PERFORM zodan_ci.zodan_disconnect_all();
 END;
@@ -3892,6 +4256,204 @@ $proc$;
 
 COMMENT ON PROCEDURE zodan_ci.remove_node(text, text, boolean, interval) IS
     'zodan: removes a node from the cluster; runs on that node or on any other node, also when the node is down';
+
+-- The phases of remove_node, in order: ctx->>'target' is the node T to
+-- remove, ctx->>'local' the node the CALL runs on.
+
+-- Phase 1: every node this one knows, and every node those know (a half
+-- added node may be known only to some), each locked; whether T is
+-- reachable. Returns ctx with 'survivors' (every other node known),
+-- 'reachable' (those locked, T included if reachable), 'target_up'.
+CREATE FUNCTION zodan_ci.zodan_remove_node_checks(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tgt text := ctx->>'target';
+    here text := ctx->>'local';
+    target_dsn text := ctx->'dsns'->>(ctx->>'target');
+    target_up boolean := false;
+    r record;
+    node text;
+    known text[] := ARRAY[here];
+    reachable text[] := '{}'::text[];
+    unreachable jsonb := '{}'::jsonb;
+    dsns jsonb := ctx->'dsns';
+    survivors text[];
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'checks', format('find %s in the cluster of %s', tgt, here));
+    FOR r IN SELECT * FROM zodan_ci.zodan_cluster_nodes(here) LOOP
+        IF r.name = tgt THEN
+            target_dsn := coalesce(target_dsn, r.dsn);
+            CONTINUE;
+        END IF;
+        CONTINUE WHEN r.name = here;
+        known := known || r.name;
+        dsns := dsns || jsonb_build_object(r.name, r.dsn);
+        BEGIN
+            PERFORM zodan_ci.zodan_join(ctx, r.name, r.dsn);
+            reachable := reachable || r.name;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE;
+        WHEN OTHERS THEN
+            unreachable := unreachable || jsonb_build_object(r.name, zodan_ci.zodan_redact(SQLERRM));
+        END;
+    END LOOP;
+    IF here <> tgt THEN
+        reachable := here || reachable;
+    END IF;
+    survivors := ARRAY(SELECT x FROM unnest(known) x WHERE x <> tgt ORDER BY 1);
+    FOREACH node IN ARRAY reachable LOOP
+        FOR r IN SELECT * FROM zodan_ci.zodan_cluster_nodes(node) WHERE name = tgt LOOP
+            target_dsn := coalesce(target_dsn, r.dsn);
+        END LOOP;
+    END LOOP;
+
+    IF here = tgt THEN
+        target_up := true;
+    ELSIF target_dsn IS NOT NULL THEN
+        BEGIN
+            PERFORM zodan_ci.zodan_join(ctx, tgt, target_dsn);
+            target_up := true;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE;
+        WHEN OTHERS THEN
+            PERFORM zodan_ci.zodan_warn(ctx, format('%s is unreachable (%s): what it committed and did not send yet is lost with it',
+                                                  tgt, zodan_ci.zodan_redact(SQLERRM)));
+        END;
+    END IF;
+    IF target_dsn IS NULL AND NOT target_up THEN
+        RAISE EXCEPTION 'node % is not part of the cluster of %', tgt, here
+            USING ERRCODE = 'ZDC01',
+                  HINT = format('Nodes known to %s: %s.', here, array_to_string(known, ', '));
+    END IF;
+    IF unreachable <> '{}'::jsonb THEN
+        PERFORM zodan_ci.zodan_warn(ctx, format('unreachable, to be cleaned later: %s',
+            (SELECT string_agg(format('%s (%s)', key, value #>> '{}'), ', ') FROM jsonb_each(unreachable))));
+    END IF;
+    PERFORM zodan_ci.zodan_info(ctx, format('%s is %s; remaining nodes: %s', tgt,
+        CASE WHEN target_up THEN 'reachable' ELSE 'unreachable' END,
+        coalesce(nullif(array_to_string(survivors, ', '), ''), 'none')));
+    ctx := ctx || jsonb_build_object('dsns', dsns || jsonb_strip_nulls(jsonb_build_object(tgt, target_dsn)),
+                                     'survivors', to_jsonb(survivors), 'reachable', to_jsonb(reachable),
+                                     'target_up', target_up, 'pending', '{}'::jsonb);
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 2: if T is reachable, the nodes that receive its changes get
+-- everything it committed so far.
+CREATE FUNCTION zodan_ci.zodan_remove_node_drain(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tgt text := ctx->>'target';
+    node text;
+    subscribers text[] := '{}'::text[];
+BEGIN
+    IF (ctx->>'target_up')::boolean THEN
+        FOR node IN SELECT jsonb_array_elements_text(ctx->'reachable') LOOP
+            IF zodan_ci.zodan_value(node, format(
+                   'SELECT count(*) FROM spock.subscription s JOIN spock.node o ON o.node_id = s.sub_origin
+                     WHERE o.node_name = %L AND s.sub_enabled', tgt))::integer > 0 THEN
+                subscribers := subscribers || node;
+            END IF;
+        END LOOP;
+    END IF;
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'drain',
+        CASE WHEN cardinality(subscribers) = 0 THEN 'nothing to send'
+             ELSE format('%s receive what %s committed', array_to_string(subscribers, ', '), tgt) END);
+    IF cardinality(subscribers) = 0 THEN
+        RETURN zodan_ci.zodan_phase_done(ctx, 'skipped');
+    END IF;
+    IF zodan_ci.zodan_value(tgt, 'SELECT count(*) FROM spock.local_node')::integer > 0 THEN
+        PERFORM zodan_ci.zodan_info(ctx, format('%s have %s''s changes up to %s', array_to_string(subscribers, ', '), tgt,
+            zodan_ci.zodan_sync(ctx, ARRAY[tgt], subscribers)->>tgt));
+    END IF;
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 3: every other node drops its subscriptions from T, the slots T
+-- reads, its progress rows and its node. Unreachable nodes add to
+-- ctx->'pending' the statements to run there later.
+CREATE FUNCTION zodan_ci.zodan_remove_node_detach(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tgt text := ctx->>'target';
+    survivors text[] := ARRAY(SELECT jsonb_array_elements_text(ctx->'survivors'));
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'detach',
+        format('remove %s from %s', tgt, coalesce(nullif(array_to_string(survivors, ', '), ''), 'no other node')));
+    IF (ctx->>'target_up')::boolean THEN
+        -- Its apply workers stop first, so its slots on the others are free.
+        PERFORM zodan_ci.zodan_drop_subscriptions(tgt);
+    END IF;
+    ctx := ctx || jsonb_build_object('pending', (ctx->'pending') || zodan_ci.zodan_detach(ctx, tgt, survivors, ctx->'dsns'));
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 4: T, if reachable, drops its subscriptions and node: it keeps
+-- its data and becomes a plain database.
+CREATE FUNCTION zodan_ci.zodan_remove_node_reset(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tgt text := ctx->>'target';
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'reset', format('%s becomes a plain database, keeping its data', tgt));
+    IF NOT (ctx->>'target_up')::boolean THEN
+        ctx := ctx || jsonb_build_object('pending', (ctx->'pending') || jsonb_build_object(tgt, to_jsonb(zodan_ci.zodan_reset_statements())));
+        RETURN zodan_ci.zodan_phase_done(ctx, 'skipped');
+    END IF;
+    PERFORM zodan_ci.zodan_reset_node(ctx, tgt, NULL);
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 5: the remaining reachable nodes replicate among themselves.
+-- Returns ctx with 'reachable' without T.
+CREATE FUNCTION zodan_ci.zodan_remove_node_verify(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    reachable text[] := ARRAY(SELECT x FROM jsonb_array_elements_text(ctx->'reachable') x WHERE x <> ctx->>'target');
+BEGIN
+    ctx := ctx || jsonb_build_object('reachable', to_jsonb(reachable));
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'verify', CASE cardinality(reachable)
+        WHEN 0 THEN 'no node remains reachable'
+        WHEN 1 THEN format('%s is the only node left', reachable[1])
+        ELSE format('%s replicate among themselves', array_to_string(reachable, ', ')) END);
+    IF cardinality(reachable) < 2 THEN
+        RETURN zodan_ci.zodan_phase_done(ctx, 'skipped');
+    END IF;
+    PERFORM zodan_ci.zodan_wait_replicating(ctx, reachable);
+    PERFORM zodan_ci.zodan_sync(ctx, reachable, reachable);
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- remove_node's part of zodan_op_fail: nothing to roll back, since every
+-- step of a removal is idempotent; says how to finish.
+CREATE FUNCTION zodan_ci.zodan_remove_node_rollback(ctx jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT CASE WHEN coalesce((ctx->>'done')::integer, 0) < 1 THEN 'Nothing was changed.'
+                ELSE format('Removal is idempotent: fix the cause and CALL zodan_ci.remove_node(%L) again to finish it.', ctx->>'target') END;
+$fn$;
 
 -- ---------------------------------------------------------------------------
 -- Public helpers that upstream's Zodan script defines and that its tests
