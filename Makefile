@@ -74,6 +74,22 @@ test-upstream:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+# add_node on this machine against real Spock (tests/bench/joinbench): rows
+# to copy x cluster size before the join x write load, BENCH_RUNS runs each;
+# prints a table of medians and writes bench-results/join.{json,svg,md}.
+# BENCH_FLAGS passes more flags, e.g. BENCH_FLAGS="-timeline all" (go run
+# ./tests/bench/joinbench -h lists them).
+BENCH_SIZES ?= 0,1000000,5000000
+BENCH_NODES ?= 1,3,5
+BENCH_LOAD ?= none,steady
+BENCH_RUNS ?= 3
+BENCH_FLAGS ?=
+.PHONY: bench-join
+bench-join:
+	bindir="$(SPOCK_BINDIR_CMD)" && \
+	ZODAN_SPOCK_BINDIR="$$bindir" $(GO) run ./tests/bench/joinbench -sizes '$(BENCH_SIZES)' -nodes '$(BENCH_NODES)' \
+	  -load '$(BENCH_LOAD)' -runs $(BENCH_RUNS) $(BENCH_FLAGS)
+
 # A local 3-node cluster under write load gains a 4th node (ZODAN_SPOCK_BINDIR).
 demo:
 	bindir="$(SPOCK_BINDIR_CMD)" && ZODAN_SPOCK_BINDIR="$$bindir" $(GO) run ./tests/demo
