@@ -777,10 +777,12 @@ BEGIN
     -- release the cluster lock within seconds. What zodan writes (the
     -- journal, Spock's catalogs) survives a crash of the node even where
     -- the server runs with synchronous_commit = off: the journal is what
-    -- the next run cleans up by. 'local' never waits for a standby.
+    -- the next run cleans up by. 'local' never waits for a standby. No
+    -- parallel query: a count(*) that the comparison runs on the source
+    -- must not take every core from the application.
     PERFORM ext.dblink_exec(conn, format(
         'SET application_name = %L; SET statement_timeout = %L; SET lock_timeout = %L; '
-        'SET idle_in_transaction_session_timeout = 0; '
+        'SET idle_in_transaction_session_timeout = 0; SET max_parallel_workers_per_gather = 0; '
         'SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; '
         'SET spock.enable_ddl_replication = off; SET spock.include_ddl_repset = off',
         left(app, 63), timeout_s || 's', timeout_s || 's'));
@@ -1062,13 +1064,16 @@ BEGIN
 END;
 $fn$;
 
--- Sleeps between polls: short at first, so fast operations stay fast, then
--- at most one second. pg_sleep is interruptible, so a cancel lands here.
+-- Sleeps between polls: 10 ms at first, so fast operations stay fast, then
+-- growing to a quarter of a second. A poll is one small query on one node,
+-- so four a second cost nothing, while a longer step would add up: a join
+-- waits a dozen times, several of them while the source's apply workers
+-- are paused. pg_sleep is interruptible, so a cancel lands here.
 CREATE FUNCTION zodan_ci.zodan_backoff(attempt integer)
 RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT pg_sleep(least(1.0, 0.02 * power(1.6, least(attempt, 20)))) $fn$;
+AS $fn$ SELECT pg_sleep(least(0.25, 0.01 * power(1.5, least(attempt, 20)))) $fn$;
 
 -- The Spock node this database is, and the DSN others reach it with.
 -- Read in a subtransaction that is then rolled back on purpose: that
@@ -3295,7 +3300,11 @@ BEGIN
         large := coalesce(large, '{}'::text[]);
         tables := ARRAY(SELECT x FROM unnest(tables) x WHERE x <> ALL (large) ORDER BY x);
     END IF;
-    FOR round IN 1..3 LOOP
+    -- Two rounds: a table whose counts differ in both is a difference if
+    -- neither count moved across the second round's full sync, and is
+    -- written throughout if one did (a third round would only find it
+    -- moving again, at the price of another sync of the whole cluster).
+    FOR round IN 1..2 LOOP
         EXIT WHEN cardinality(tables) = 0;
         -- Both have applied everything every node committed before now.
         PERFORM zodan_ci.zodan_sync(ctx, nodes, ARRAY[src, new]);
