@@ -51,10 +51,11 @@ fuzz:
 spock:
 	@tests/spockbuild/build-spock.sh $(SPOCK_PG) $(SPOCK_VERSION)
 
-# End-to-end tests against real Spock clusters.
+# End-to-end tests against real Spock clusters. On failure the last lines
+# printed are what the failed tests said (tests/e2e/with-digest.sh).
 test-e2e:
 	bindir="$(SPOCK_BINDIR_CMD)" && \
-	ZODAN_SPOCK_BINDIR="$$bindir" $(GO) test -tags e2e -count=$(E2E_COUNT) -run '$(E2E_RUN)' -v -timeout $(E2E_TIMEOUT) ./tests/e2e/
+	ZODAN_SPOCK_BINDIR="$$bindir" tests/e2e/with-digest.sh $(GO) test -tags e2e -count=$(E2E_COUNT) -run '$(E2E_RUN)' -v -timeout $(E2E_TIMEOUT) ./tests/e2e/
 
 # A cluster of PostgreSQL $(SPOCK_PG) + Spock $(SPOCK_VERSION) under write load
 # meets a node of $(NEXT_PG) + Spock $(NEXT_SPOCK_VERSION) (built on demand, or
@@ -62,7 +63,7 @@ test-e2e:
 test-upgrade:
 	bindir="$(SPOCK_BINDIR_CMD)" && \
 	next="$${ZODAN_SPOCK_NEXT_BINDIR:-$$(tests/spockbuild/build-spock.sh $(NEXT_PG) $(NEXT_SPOCK_VERSION))}" && \
-	ZODAN_SPOCK_BINDIR="$$bindir" ZODAN_SPOCK_NEXT_BINDIR="$$next" $(GO) test -tags e2e -count=1 -run '^TestRollingUpgrade$$' -v -timeout $(E2E_TIMEOUT) ./tests/e2e/
+	ZODAN_SPOCK_BINDIR="$$bindir" ZODAN_SPOCK_NEXT_BINDIR="$$next" tests/e2e/with-digest.sh $(GO) test -tags e2e -count=1 -run '^TestRollingUpgrade$$' -v -timeout $(E2E_TIMEOUT) ./tests/e2e/
 
 # Spock's own TAP tests for Zodan (from the Spock archive), run against our
 # psql script in place of upstream's (tests/upstream/run-tap.sh); e.g.

@@ -1957,7 +1957,8 @@ $fn$;
 
 -- Probe for zodan_wait_replicating: args {nodes}. A subscription that is
 -- disabled fails at once; one that is down (its worker not running) is
--- waited for, since workers restart.
+-- waited for, since workers restart. One that Spock calls down while its
+-- provider streams its slot to it replicates (zodan_correct_sub_status).
 CREATE FUNCTION spock.zodan_probe_replicating(ctx jsonb, args jsonb, memo jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -1969,25 +1970,28 @@ DECLARE
     state text;
 BEGIN
     FOR node IN SELECT jsonb_array_elements_text(args->'nodes') LOOP
-        SELECT j INTO bad FROM spock.zodan_query(node,
-            'SELECT s.sub_name AS name, s.sub_enabled AS enabled, coalesce(st.status, ''unknown'') AS status
+        FOR bad IN SELECT j FROM spock.zodan_query(node,
+            'SELECT s.sub_name AS name, s.sub_enabled AS enabled, coalesce(st.status, ''unknown'') AS status,
+                    o.node_name AS provider, s.sub_slot_name AS slot, ss.sync_status = ''r'' AS ready
                FROM spock.subscription s
+               JOIN spock.node o ON o.node_id = s.sub_origin
+               LEFT JOIN spock.local_sync_status ss ON ss.sync_subid = s.sub_id AND ss.sync_nspname IS NULL
                LEFT JOIN spock.sub_show_status() st ON st.subscription_name = s.sub_name
               WHERE st.status IS DISTINCT FROM ''replicating''
-              ORDER BY s.sub_name LIMIT 1') AS j;
-        IF bad IS NOT NULL THEN
+              ORDER BY s.sub_name') AS j LOOP
             IF NOT (bad->>'enabled')::boolean THEN
                 RAISE EXCEPTION 'subscription % on node % is disabled', bad->>'name', node
                     USING ERRCODE = 'ZDC02',
                           HINT = format('Enable it (SELECT spock.sub_enable(%L) on %s) or find out why it was disabled.', bad->>'name', node);
             END IF;
+            CONTINUE WHEN spock.zodan_stale_down(bad, spock.zodan_slot_streaming(bad->>'provider', bad->>'slot'));
             state := format('%s on %s is %s', bad->>'name', node, bad->>'status');
             IF state IS DISTINCT FROM memo->>'state' THEN
                 PERFORM spock.zodan_detail(ctx, state);
             END IF;
             RETURN jsonb_build_object('done', false, 'state', state, 'progress', state,
                                       'memo', jsonb_build_object('state', state));
-        END IF;
+        END LOOP;
     END LOOP;
     RETURN jsonb_build_object('done', true, 'state', 'every subscription replicates');
 END;
@@ -2162,6 +2166,8 @@ BEGIN
                current_setting('output_plugin_libraries', true) AS output_plugins,
                current_setting('max_replication_slots')::int
                  - (SELECT count(*) FROM pg_replication_slots) AS free_slots,
+               (SELECT coalesce(jsonb_agg(slot_name ORDER BY slot_name), '[]')
+                  FROM pg_replication_slots WHERE active AND slot_type = 'logical') AS active_slots,
                (SELECT coalesce(jsonb_agg(format('%I.%I', n.nspname, c.relname) ORDER BY 1), '[]')
                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE c.relkind IN ('r', 'p')
@@ -2204,15 +2210,71 @@ BEGIN
             SELECT (SELECT n.node_name FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id) AS local_node,
                    (SELECT coalesce(jsonb_agg(jsonb_build_object(
                                'name', s.sub_name, 'enabled', s.sub_enabled,
-                               'provider', o.node_name, 'status', st.status) ORDER BY s.sub_name), '[]')
+                               'provider', o.node_name, 'status', st.status,
+                               'slot', s.sub_slot_name, 'ready', ss.sync_status = 'r') ORDER BY s.sub_name), '[]')
                       FROM spock.subscription s
                       JOIN spock.node o ON o.node_id = s.sub_origin
+                      LEFT JOIN spock.local_sync_status ss ON ss.sync_subid = s.sub_id AND ss.sync_nspname IS NULL
                       LEFT JOIN spock.sub_show_status() st ON st.subscription_name = s.sub_name) AS subscriptions,
                    (SELECT coalesce(jsonb_agg(DISTINCT t.nspname), '[]')
                       FROM spock.tables t WHERE t.set_name IS NOT NULL) AS replicated_schemas
         $q$) AS j);
     END IF;
     RETURN f;
+END;
+$fn$;
+
+-- Whether sub ({enabled, status, ready}) is one Spock calls down only
+-- because of a stale worker entry, given whether its provider's slot is
+-- active (see zodan_correct_sub_status).
+CREATE FUNCTION spock.zodan_stale_down(sub jsonb, slot_active boolean)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT sub->>'status' = 'down' AND coalesce((sub->>'enabled')::boolean, false)
+       AND coalesce((sub->>'ready')::boolean, false) AND coalesce(slot_active, false);
+$fn$;
+
+-- Spock's sub_show_status() calls a subscription "down" when the first
+-- worker slot it finds for it is not running, even when another slot
+-- holds the subscription's running apply worker. Spock 5.0 can leave such
+-- a stale entry behind; its manager then keeps starting a second worker,
+-- which fails because the first one holds the replication slot, and the
+-- subscription looks down while it replicates. The provider has the
+-- ground truth: its slot for the subscription is active only while an
+-- apply worker of that subscription streams from it. This corrects
+-- "down" to "replicating" in gathered facts where the subscription is
+-- enabled and synchronised and the provider's facts show its slot active,
+-- keeping Spock's word in spock_status.
+CREATE FUNCTION spock.zodan_correct_sub_status(facts jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT coalesce(jsonb_object_agg(f.key, CASE WHEN jsonb_typeof(f.value->'subscriptions') = 'array' THEN
+               jsonb_set(f.value, '{subscriptions}', (
+                   SELECT coalesce(jsonb_agg(CASE WHEN spock.zodan_stale_down(e.s, (facts->(e.s->>'provider')->'active_slots') ? (e.s->>'slot'))
+                                                  THEN e.s || jsonb_build_object('status', 'replicating', 'spock_status', 'down')
+                                                  ELSE e.s END ORDER BY e.i), '[]'::jsonb)
+                     FROM jsonb_array_elements(f.value->'subscriptions') WITH ORDINALITY AS e(s, i)))
+               ELSE f.value END), '{}'::jsonb)
+      FROM jsonb_each(facts) AS f;
+$fn$;
+
+-- Whether provider (a connected node) has an apply worker streaming its
+-- slot now. False when provider is not connected.
+CREATE FUNCTION spock.zodan_slot_streaming(provider text, slot text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF provider IS NULL OR slot IS NULL OR NOT spock.zodan_connected(provider) THEN
+        RETURN false;
+    END IF;
+    RETURN coalesce(spock.zodan_value(provider,
+        format('SELECT active FROM pg_replication_slots WHERE slot_name = %L', slot))::boolean, false);
 END;
 $fn$;
 
@@ -3642,7 +3704,8 @@ BEGIN
         END;
     END IF;
 
-    RETURN jsonb_build_object('members', to_jsonb(members), 'peers', peers, 'facts', facts, 'unreachable', unreachable);
+    RETURN jsonb_build_object('members', to_jsonb(members), 'peers', peers,
+                              'facts', spock.zodan_correct_sub_status(facts), 'unreachable', unreachable);
 END;
 $fn$;
 
@@ -4789,7 +4852,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.1.0', code_sha256 = '59346d022c40393057a4821ac822049b965e2da8718a56af239f65e0e2a707fb',
+   SET zodan_version = '1.1.0', code_sha256 = '71fd17187709eaae090184b3f62cef84abc309d9758c2e78389e0f39d8d2dea6',
        installed_at = now(), installed_by = current_user;
 
 

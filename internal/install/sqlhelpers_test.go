@@ -39,6 +39,7 @@ func TestSQLHelpers(t *testing.T) {
 		{"same masking as Go", testSQLMaskingMatchesGo},
 		{"zodan_sync_timeout", testSQLSyncTimeout},
 		{"remote helpers", testSQLRemoteHelpers},
+		{"zodan_correct_sub_status", testSQLCorrectSubStatus},
 	} {
 		t.Run(h.name, func(t *testing.T) { h.test(t, c, db, conn) })
 	}
@@ -416,4 +417,65 @@ func testSQLMaskingMatchesGo(t *testing.T, c *pgtest.Cluster, db string, conn *p
 		t.Fatalf("compared %d inputs only: corpus not found?", compared)
 	}
 	t.Logf("SQL and Go agree on %d inputs", compared)
+}
+
+// Spock 5.0's sub_show_status() can call a replicating subscription
+// "down" (a stale worker entry ahead of its running worker). The gathered
+// facts take the provider's word: its slot is active only while the
+// subscription's apply worker streams from it. Nothing else is corrected.
+func testSQLCorrectSubStatus(t *testing.T, c *pgtest.Cluster, db string, conn *pgx.Conn) {
+	ctx := ctxT(t)
+	facts := `{
+	  "n1": {"spock": "5.0.11", "active_slots": []},
+	  "n2": {"spock": "5.0.11", "active_slots": ["spk_app_n2_sub_n2_n3"], "subscriptions": []},
+	  "n3": {"spock": "5.0.11", "active_slots": [], "subscriptions": [
+	    {"name": "sub_n1_n3", "provider": "n1", "slot": "spk_app_n1_sub_n1_n3", "enabled": true, "ready": true, "status": "down"},
+	    {"name": "sub_n2_n3", "provider": "n2", "slot": "spk_app_n2_sub_n2_n3", "enabled": true, "ready": true, "status": "down"},
+	    {"name": "sub_n4_n3", "provider": "n4", "slot": "spk_app_n4_sub_n4_n3", "enabled": true, "ready": true, "status": "down"}]},
+	  "n5": {"spock": "5.0.11", "active_slots": [], "subscriptions": [
+	    {"name": "sub_n2_n5", "provider": "n2", "slot": "spk_app_n2_sub_n2_n3", "enabled": false, "ready": true, "status": "down"},
+	    {"name": "sub_n2_n5b", "provider": "n2", "slot": "spk_app_n2_sub_n2_n3", "enabled": true, "ready": false, "status": "down"},
+	    {"name": "sub_n2_n5c", "provider": "n2", "slot": "spk_app_n2_sub_n2_n3", "enabled": true, "ready": true, "status": "initializing"}]},
+	  "n6": {"pgnum": 150018}
+	}`
+	var got map[string]map[string]any
+	if err := conn.QueryRow(ctx, `SELECT zodan_ci.zodan_correct_sub_status($1::jsonb)`, facts).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	status := map[string]string{}
+	for node, f := range got {
+		subs, _ := f["subscriptions"].([]any)
+		for _, s := range subs {
+			m := s.(map[string]any)
+			status[node+"/"+m["name"].(string)] = fmt.Sprint(m["status"], " ", m["spock_status"])
+		}
+	}
+	want := map[string]string{
+		"n3/sub_n1_n3":  "down <nil>",         // n1's slot is not active
+		"n3/sub_n2_n3":  "replicating down",   // n2 streams it: Spock's "down" is stale
+		"n3/sub_n4_n3":  "down <nil>",         // nothing known of n4
+		"n5/sub_n2_n5":  "down <nil>",         // disabled
+		"n5/sub_n2_n5b": "down <nil>",         // still in its initial copy
+		"n5/sub_n2_n5c": "initializing <nil>", // only "down" is ever corrected
+	}
+	if fmt.Sprint(status) != fmt.Sprint(want) {
+		t.Errorf("corrected statuses:\n got %v\nwant %v", status, want)
+	}
+	if got["n6"]["pgnum"] != float64(150018) || got["n1"]["subscriptions"] != nil || len(got) != 5 {
+		t.Errorf("facts other than subscriptions changed: %v", got)
+	}
+
+	// The live check asks the provider, and says no for a node it has no
+	// connection to or a slot that does not exist.
+	var streaming, unknown bool
+	if _, err := conn.Exec(ctx, `SELECT zodan_ci.zodan_connect('n1', $1, 'zodan test', 10)`, c.DSN(db)); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, `SELECT zodan_ci.zodan_disconnect_all()`)
+	if err := conn.QueryRow(ctx, `SELECT zodan_ci.zodan_slot_streaming('n1', 'no_such_slot'), zodan_ci.zodan_slot_streaming('n9', 'x')`).Scan(&streaming, &unknown); err != nil {
+		t.Fatal(err)
+	}
+	if streaming || unknown {
+		t.Errorf("zodan_slot_streaming: missing slot %v, unconnected node %v; want false, false", streaming, unknown)
+	}
 }

@@ -374,21 +374,51 @@ func NewMeshWith(ctx context.Context, binDir string, opts NodeOptions, names ...
 }
 
 // WaitReplicating polls until every subscription on every node is
-// replicating.
+// replicating (see NotReplicating).
 func (c *Cluster) WaitReplicating(ctx context.Context, limit time.Duration) error {
 	return Poll(ctx, limit, func() (bool, string, error) {
 		for _, n := range c.Nodes {
-			bad, err := QueryValue[string](ctx, n, `SELECT coalesce(string_agg(subscription_name || ' ' || status, ', '), '')
-			    FROM spock.sub_show_status() WHERE status <> 'replicating'`)
-			if err != nil {
-				return false, "", err
-			}
-			if bad != "" {
-				return false, n.Name + ": " + bad, nil
+			bad, err := c.NotReplicating(ctx, n)
+			if err != nil || len(bad) > 0 {
+				return false, n.Name + ": " + strings.Join(bad, ", "), err
 			}
 		}
 		return true, "", nil
 	})
+}
+
+// NotReplicating lists n's subscriptions that do not replicate, as "name
+// status". A subscription Spock 5.0 calls "down" while its provider (a
+// node of c) streams its slot to it replicates: sub_show_status() looked
+// at a stale worker entry ahead of the running worker. zodan's procedures
+// make the same correction (zodan_correct_sub_status).
+func (c *Cluster) NotReplicating(ctx context.Context, n *Node) ([]string, error) {
+	rows, err := QueryValue[[][]string](ctx, n, `SELECT coalesce(array_agg(ARRAY[st.subscription_name, st.status,
+	        o.node_name, s.sub_slot_name, (s.sub_enabled AND ss.sync_status = 'r')::text] ORDER BY st.subscription_name), '{}')
+	    FROM spock.sub_show_status() st
+	    JOIN spock.subscription s ON s.sub_name = st.subscription_name
+	    JOIN spock.node o ON o.node_id = s.sub_origin
+	    LEFT JOIN spock.local_sync_status ss ON ss.sync_subid = s.sub_id AND ss.sync_nspname IS NULL
+	   WHERE st.status <> 'replicating'`)
+	if err != nil {
+		return nil, err
+	}
+	var bad []string
+	for _, r := range rows {
+		name, status, provider, slot, ready := r[0], r[1], r[2], r[3], r[4] == "true"
+		if p := c.Get(provider); status == "down" && ready && p != nil {
+			active, err := QueryValue[bool](ctx, p, `SELECT coalesce(bool_or(active), false)
+			    FROM pg_replication_slots WHERE slot_name = $1`, slot)
+			if err != nil {
+				return nil, err
+			}
+			if active {
+				continue
+			}
+		}
+		bad = append(bad, name+" "+status)
+	}
+	return bad, nil
 }
 
 // Poll calls check until it reports done, an error, or limit passes; the

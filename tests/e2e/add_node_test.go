@@ -42,6 +42,7 @@ func TestGrowFromOneToFourNodes(t *testing.T) {
 	call := n4.AddNode(testContext(t), n2)
 	mustSucceed(t, "add_node n4 from n2", call)
 	rowsEverywhere(t, "after n4", n1, n2, n3, n4)
+	all := &spocktest.Cluster{Nodes: ns}
 
 	for _, n := range ns {
 		if got := value[int64](t, n, `SELECT count(*) FROM accounts`); got != 5000 {
@@ -50,8 +51,11 @@ func TestGrowFromOneToFourNodes(t *testing.T) {
 		if got := value[int64](t, n, `SELECT count(*) FROM spock.node`); got != 4 {
 			t.Errorf("%s knows %d nodes, want 4", n.Name, got)
 		}
-		if got := value[int64](t, n, `SELECT count(*) FROM spock.sub_show_status() WHERE status = 'replicating'`); got != 3 {
-			t.Errorf("%s has %d replicating subscriptions, want 3", n.Name, got)
+		if got := value[int64](t, n, `SELECT count(*) FROM spock.subscription`); got != 3 {
+			t.Errorf("%s has %d subscriptions, want 3", n.Name, got)
+		}
+		if bad, err := all.NotReplicating(testContext(t), n); err != nil || len(bad) > 0 {
+			t.Errorf("%s has subscriptions that do not replicate: %v %v", n.Name, bad, err)
 		}
 	}
 

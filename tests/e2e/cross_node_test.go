@@ -110,9 +110,8 @@ func TestJoinKeepsCrossNodeChanges(t *testing.T) {
 			t.Errorf("%s's server log has %d \"did not find row\" lines", n.Name, strings.Count(log, "did not find row"))
 		}
 	}
-	if bad := value[string](t, n4, `SELECT coalesce(string_agg(subscription_name || ' ' || status, ', '), '')
-	    FROM spock.sub_show_status() WHERE status <> 'replicating'`); bad != "" {
-		t.Errorf("n4 has subscriptions that do not replicate: %s", bad)
+	if bad, err := (&spocktest.Cluster{Nodes: all}).NotReplicating(ctx, n4); err != nil || len(bad) > 0 {
+		t.Errorf("n4 has subscriptions that do not replicate: %v %v", bad, err)
 	}
 	post := n4.Call(ctx, `CALL spock.health_check('n1', $1, 'n4', $2, 'post')`, n1.DSN(), n4.DSN())
 	mustSucceed(t, "health_check post on n4", post)

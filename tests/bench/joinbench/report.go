@@ -32,6 +32,8 @@ type summary struct {
 	// The source's worst per-second latency during the join over its
 	// steady-state mean latency (median over the runs).
 	SourceStall num `json:"source_stall_ratio,omitempty"`
+	// The same for pg_dump|psql of the same rows under the same load.
+	RefStall num `json:"pg_dump_stall_ratio,omitempty"`
 }
 
 // result is one configuration: every run and their medians.
@@ -152,6 +154,7 @@ func summarize(c config, runs []runResult, phases int) summary {
 	s.SourceDuring = medianWindow(ok, func(r runResult) *window { return r.SourceDuring })
 	if s.SourceBefore != nil {
 		s.SourceStall = medianOf(ok, stallRatio)
+		s.RefStall = medianOf(ok, refStallRatio)
 	}
 	return s
 }
@@ -163,6 +166,14 @@ func stallRatio(r runResult) float64 {
 		return math.NaN()
 	}
 	return r.SourceDuring.WorstSecMs / r.SourceBefore.AvgMs
+}
+
+// refStallRatio is stallRatio for the pg_dump|psql reference.
+func refStallRatio(r runResult) float64 {
+	if r.SourceBefore == nil || r.SourceRef == nil || r.SourceBefore.AvgMs == 0 {
+		return math.NaN()
+	}
+	return r.SourceRef.WorstSecMs / r.SourceBefore.AvgMs
 }
 
 func secs(n num) string {
@@ -190,7 +201,7 @@ func writeTable(w io.Writer, rep report) {
 		head = append(head, fmt.Sprintf("%d %s", i+1, n))
 	}
 	head = append(head, "pg_dump\\|psql s", "add/ref", "copy/ref",
-		"tps before", "tps during", "worst s ms before", "worst s ms during", "src worst/steady", "identical")
+		"tps before", "tps during", "worst s ms before", "worst s ms during", "src worst/steady", "pg_dump\\|psql worst/steady", "identical")
 	fmt.Fprintln(w, "| "+strings.Join(head, " | ")+" |")
 	align := make([]string, len(head))
 	for i := range align {
@@ -226,9 +237,10 @@ func writeTable(w io.Writer, rep report) {
 				verdict = "OVER"
 			}
 			row = append(row, fmt.Sprintf("%.0f", s.Before.TPS), fmt.Sprintf("%.0f", s.During.TPS),
-				ms(s.Before.WorstSecMs), ms(s.During.WorstSecMs), fmt.Sprintf("%.2fx %s", s.SourceStall, verdict))
+				ms(s.Before.WorstSecMs), ms(s.During.WorstSecMs), fmt.Sprintf("%.2fx %s", s.SourceStall, verdict),
+				fmt.Sprintf("%.2fx", s.RefStall))
 		} else {
-			row = append(row, "-", "-", "-", "-", "-")
+			row = append(row, "-", "-", "-", "-", "-", "-")
 		}
 		ident := fmt.Sprintf("%d/%d", s.Identical, s.Runs)
 		if s.Identical == s.Runs {
@@ -247,12 +259,15 @@ func writeNotes(w io.Writer, rep report, rate int) {
 Medians of the runs of each row. rows: pgbench_accounts rows on every node before the join.
 nodes: cluster size before the join (a new node joins from n1). add_node s: wall time of the CALL;
 phase columns: seconds per phase from spock.zodan_operations.phases. pg_dump|psql s: pg_dump -t
-pgbench_accounts from n1 piped into psql into a fresh database on the new node (same machine, no
-load); add/ref and copy/ref: add_node and its copy phase over that reference. With load=steady a
+pgbench_accounts from n1 piped into psql into a fresh database on the new node (same machine,
+under the same load as the join); add/ref and copy/ref: add_node and its copy phase over that
+reference. With load=steady a
 writer per existing node runs %d tpcb-like transactions/s (update a random account, insert a
 history row): tps is all writers together, "worst s ms" the highest per-second average latency
 of any one writer, before the join (steady state) and during it; src worst/steady is the source
-(n1) writer's worst second during the join over its steady-state mean (target <= %.0fx).
+(n1) writer's worst second during the join over its steady-state mean (target <= %.0fx), and
+pg_dump|psql worst/steady the same during the reference copy: what moving those rows costs the
+writers on this machine, whoever moves them.
 identical: every table the same on every node (row count and row hashes) after all nodes applied
 each other's changes, no spock.exception_log entry, every committed history row everywhere.
 `, rate, stallTarget)

@@ -64,10 +64,14 @@ type runResult struct {
 	Problems  []string `json:"problems,omitempty"` // why not identical
 	Notices   []notice `json:"notices,omitempty"`
 	// With load: all writers, and the source's writer alone.
-	Before         *window  `json:"before,omitempty"`
-	During         *window  `json:"during,omitempty"`
-	SourceBefore   *window  `json:"source_before,omitempty"`
-	SourceDuring   *window  `json:"source_during,omitempty"`
+	Before       *window `json:"before,omitempty"`
+	During       *window `json:"during,omitempty"`
+	SourceBefore *window `json:"source_before,omitempty"`
+	SourceDuring *window `json:"source_during,omitempty"`
+	// The source's writer while pg_dump|psql copied the same data (with
+	// load the reference runs under it too): the physical copy's own
+	// cost to the application on this machine.
+	SourceRef      *window  `json:"source_during_pg_dump,omitempty"`
 	SourceTimeline []second `json:"source_timeline,omitempty"`
 	AllTimeline    []second `json:"all_timeline,omitempty"`
 	Committed      int64    `json:"committed,omitempty"`
@@ -125,13 +129,8 @@ func runOnce(ctx context.Context, s settings, c config, run int) (res runResult)
 		return fail("reading versions", err)
 	}
 
-	res.RefS, res.RefBytes, err = dumpRestore(ctx, s.binDir, src, joiner)
-	if err != nil {
-		return fail("pg_dump | psql", err)
-	}
-
 	var ws *writers
-	var beforeFrom time.Time
+	var beforeFrom, beforeTo time.Time
 	if c.Load == "steady" {
 		if ws, err = startWriters(ctx, existing, c.Rows, s.rate); err != nil {
 			return fail("starting the writers", err)
@@ -139,10 +138,19 @@ func runOnce(ctx context.Context, s settings, c config, run int) (res runResult)
 		defer ws.halt()
 		// A second to connect and settle, then the steady-state window.
 		beforeFrom = ws.t0.Add(time.Second)
-		if err := wait(ctx, beforeFrom.Add(s.steady)); err != nil {
+		beforeTo = beforeFrom.Add(s.steady)
+		if err := wait(ctx, beforeTo); err != nil {
 			return fail("steady state", err)
 		}
 	}
+	// The reference copy, under the same load as the join: what moving
+	// these rows costs the writers on this machine whoever does it.
+	refFrom := time.Now()
+	res.RefS, res.RefBytes, err = dumpRestore(ctx, s.binDir, src, joiner)
+	if err != nil {
+		return fail("pg_dump | psql", err)
+	}
+	refTo := time.Now()
 
 	// The join, as a DBA runs it: CALL spock.add_node on the new node.
 	var mu sync.Mutex
@@ -173,9 +181,10 @@ func runOnce(ctx context.Context, s settings, c config, run int) (res runResult)
 		}
 		ws.halt()
 		txAll, txSrc := ws.snapshot()
-		bw, dw := ws.measure(start, beforeFrom, start), ws.measure(start, start, end)
-		sbw, sdw := measure(txSrc, start, beforeFrom, start), measure(txSrc, start, start, end)
-		res.Before, res.During, res.SourceBefore, res.SourceDuring = &bw, &dw, &sbw, &sdw
+		bw, dw := ws.measure(start, beforeFrom, beforeTo), ws.measure(start, start, end)
+		sbw, sdw := measure(txSrc, start, beforeFrom, beforeTo), measure(txSrc, start, start, end)
+		sref := measure(txSrc, refFrom, refFrom, refTo)
+		res.Before, res.During, res.SourceBefore, res.SourceDuring, res.SourceRef = &bw, &dw, &sbw, &sdw, &sref
 		// Whole seconds only: from the steady-state window's first to
 		// the last one before the writers stopped.
 		from := int(math.Ceil(beforeFrom.Sub(start).Seconds()))

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# with-digest.sh COMMAND...: runs a "go test -v" command, streaming its
+# output, and when it fails prints, at the very end, what each failed test
+# itself said: its t.Log/t.Error/t.Fatal messages (continuations cut to a
+# few lines), without the node log tails the e2e helpers dump on failure,
+# then one line per failed test with the last thing it said, which for a
+# t.Fatal is the reason. A CI log often shows only its last lines; those
+# lines then name the test, the file:line and the reason instead of a
+# PostgreSQL log tail. Exits with the command's status.
+set -uo pipefail
+
+log=$(mktemp "${TMPDIR:-/tmp}/zodan-e2e.XXXXXX")
+trap 'rm -f "$log"' EXIT
+
+"$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+if [ "$rc" -eq 0 ]; then
+	exit 0
+fi
+
+# A message keeps its first and last lines: a failed CALL states its error
+# first, a failed CLI run (exit, stdout, stderr) last.
+awk -v head="${DIGEST_HEAD:-4}" -v tail="${DIGEST_TAIL:-10}" '
+function flush(   i, text) {
+	if (hdr != "") {
+		text = hdr "\n"
+		for (i = 1; i <= n; i++) {
+			if (i > head && i <= n - tail) {
+				if (i == head + 1) text = text "        ... (" n - head - tail " lines)\n"
+				continue
+			}
+			text = text cont[i] "\n"
+		}
+		blocks[cur] = blocks[cur] text
+		last[cur] = hdr
+	}
+	hdr = ""; n = 0; skip = 0
+}
+/^=== (RUN|CONT|NAME|PAUSE) / { flush(); cur = $3; next }
+/^ *--- FAIL: / {
+	flush()
+	if (!($3 in failed)) order[++nfailed] = $3
+	failed[$3] = 1
+	next
+}
+/^ +[A-Za-z0-9_]+\.go:[0-9]+: / {
+	flush()
+	# Node log tails and "keeping ... in DIR" are context, not the reason.
+	if ($0 ~ /log tail:$/ || $0 ~ /: keeping [^ ]+ in /) { skip = 1; next }
+	hdr = $0
+	next
+}
+/^        / {
+	if (skip || hdr == "") next
+	cont[++n] = $0
+	next
+}
+{ flush() }
+END {
+	flush()
+	if (nfailed == 0) exit
+	print ""
+	print "=== What the failed tests said (node log tails left out):"
+	for (i = 1; i <= nfailed; i++) {
+		t = order[i]
+		if (blocks[t] == "") continue
+		print "--- " t ":"
+		printf "%s", blocks[t]
+	}
+	print ""
+	for (i = 1; i <= nfailed; i++) {
+		t = order[i]
+		line = last[t]
+		sub(/^ +/, "", line)
+		if (line == "") {
+			# A parent whose subtest failed says nothing itself.
+			for (j = 1; j <= nfailed; j++) if (index(order[j], t "/") == 1) line = "subtest failed"
+			if (line != "") continue
+			line = "(nothing of its own: it panicked or timed out; see above)"
+		}
+		if (length(line) > 300) line = substr(line, 1, 300) "..."
+		print "FAILED " t ": " line
+	}
+}' "$log"
+exit "$rc"
