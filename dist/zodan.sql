@@ -3431,22 +3431,8 @@ BEGIN
         ev := spock.zodan_value(src, 'SELECT spock.sync_event(true)')::pg_lsn;
         PERFORM spock.zodan_wait_lsn(ctx, joiner, spock.zodan_applied_probe(src), ev,
             format('%s to apply %s''s changes up to %s', joiner, src, ev));
-        -- 3. Stop the forwarding stream between two transactions. An
-        --    apply worker stopped inside a transaction makes Spock 5.0
-        --    replay that transaction on restart in exception-handling
-        --    mode, which writes a spock.exception_log entry for a
-        --    transaction it then applies (the compare would refuse the
-        --    join). Paused, joiner's worker sleeps between transactions;
-        --    told to stop while asleep, it stops when resumed, before it
-        --    begins another.
-        PERFORM spock.zodan_exec(joiner, 'SELECT spock.pause_apply_workers()');
-        BEGIN
-            PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_disable(%L, true)', via));
-        EXCEPTION WHEN OTHERS THEN
-            PERFORM spock.zodan_exec(joiner, 'SELECT spock.resume_apply_workers()');
-            RAISE;
-        END;
-        PERFORM spock.zodan_exec(joiner, 'SELECT spock.resume_apply_workers()');
+        -- 3. Stop the forwarding stream.
+        PERFORM spock.zodan_exec(joiner, format('SELECT spock.sub_disable(%L, true)', via));
         PERFORM spock.zodan_wait_slot_inactive(ctx, src, via_slot);
         -- 4. If S applied anything since step 1 the pause did not hold and
         --    joiner may have more than cut says: start over from a state
@@ -4866,7 +4852,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.1.0', code_sha256 = 'b4a9cd66dd42c953797e692ed32c79abdd0edc660b606e264acb508ae3fa69f0',
+   SET zodan_version = '1.1.0', code_sha256 = '71fd17187709eaae090184b3f62cef84abc309d9758c2e78389e0f39d8d2dea6',
        installed_at = now(), installed_by = current_user;
 
 

@@ -3199,22 +3199,8 @@ BEGIN
         ev := zodan_ci.zodan_value(src, 'SELECT spock.sync_event(true)')::pg_lsn;
         PERFORM zodan_ci.zodan_wait_lsn(ctx, joiner, zodan_ci.zodan_applied_probe(src), ev,
             format('%s to apply %s''s changes up to %s', joiner, src, ev));
-        -- 3. Stop the forwarding stream between two transactions. An
-        --    apply worker stopped inside a transaction makes Spock 5.0
-        --    replay that transaction on restart in exception-handling
-        --    mode, which writes a spock.exception_log entry for a
-        --    transaction it then applies (the compare would refuse the
-        --    join). Paused, joiner's worker sleeps between transactions;
-        --    told to stop while asleep, it stops when resumed, before it
-        --    begins another.
-        PERFORM zodan_ci.zodan_exec(joiner, 'SELECT spock.pause_apply_workers()');
-        BEGIN
-            PERFORM zodan_ci.zodan_exec(joiner, format('SELECT spock.sub_disable(%L, true)', via));
-        EXCEPTION WHEN OTHERS THEN
-            PERFORM zodan_ci.zodan_exec(joiner, 'SELECT spock.resume_apply_workers()');
-            RAISE;
-        END;
-        PERFORM zodan_ci.zodan_exec(joiner, 'SELECT spock.resume_apply_workers()');
+        -- 3. Stop the forwarding stream.
+        PERFORM zodan_ci.zodan_exec(joiner, format('SELECT spock.sub_disable(%L, true)', via));
         PERFORM zodan_ci.zodan_wait_slot_inactive(ctx, src, via_slot);
         -- 4. If S applied anything since step 1 the pause did not hold and
         --    joiner may have more than cut says: start over from a state
