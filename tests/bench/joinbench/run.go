@@ -280,11 +280,13 @@ func buildCluster(ctx context.Context, nodes []*spocktest.Node, rows int64, limi
 	err := c.WaitReplicating(ctx, 30*time.Second)
 	// Spock 5.0.11 now and then starts two apply workers for a
 	// subscription created just after its node. The manager loses track
-	// of the first, which replicates, and keeps relaunching a second,
-	// which fails for ever ("replication origin with ID 1 is already
-	// active for PID ...") while sub_show_status says down; disabling the
-	// subscription does not stop the lost worker. Ending the lost worker
-	// lets the manager's next launch take over. The run records it.
+	// of the first and keeps relaunching a second, which fails for ever
+	// ("replication origin with ID 1 is already active for PID ...")
+	// while sub_show_status says down. WaitReplicating already counts
+	// such a subscription as replicating while the lost worker streams
+	// (spocktest.NotReplicating); one still down here has no worker
+	// streaming. Ending its apply workers lets the manager's next launch
+	// take over. The run records it.
 	for attempt := 1; err != nil && ctx.Err() == nil && attempt <= 3; attempt++ {
 		for _, n := range nodes {
 			down, qerr := spocktest.QueryValue[[]string](ctx, n, `SELECT coalesce(array_agg(subscription_name::text), '{}')
