@@ -1926,11 +1926,27 @@ AS $fn$
           WHERE o.node_name = %L', origin);
 $fn$;
 
--- Emits a sync event on each of origins (a transactional one, so it ends
--- in a commit that every subscriber's apply progress must pass), then
--- waits until each of subscribers has applied the events of every other
--- origin. All events go out before the first wait, so the waits overlap.
--- Returns the events' LSNs by origin.
+-- Emits a sync event on node and returns its LSN. Once a subscriber's
+-- replication origin for node has reached that LSN (zodan_applied_probe),
+-- the subscriber has applied every transaction that committed on node
+-- before the event. The event is Spock's non-transactional one: Spock
+-- flushes it at once, and the subscriber's apply worker advances its
+-- origin to it on arrival (Spock 5.0.9 and later, zodan's minimum;
+-- decoding sends it after every transaction that committed before it).
+-- A transactional event reaches an idle subscriber only with the node's
+-- next commit, which made every hop of an idle join cost up to a second.
+CREATE FUNCTION spock.zodan_event(node text)
+RETURNS pg_lsn
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT spock.zodan_value(node, 'SELECT spock.sync_event(false)')::pg_lsn;
+$fn$;
+
+-- Emits a sync event (zodan_event) on each of origins, then waits until
+-- each of subscribers has applied the events of every other origin. All
+-- events go out before the first wait, so the waits overlap. Returns the
+-- events' LSNs by origin.
 CREATE FUNCTION spock.zodan_sync(ctx jsonb, origins text[], subscribers text[])
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -1942,7 +1958,7 @@ DECLARE
     sub text;
 BEGIN
     FOREACH origin IN ARRAY origins LOOP
-        lsns := lsns || jsonb_build_object(origin, spock.zodan_value(origin, 'SELECT spock.sync_event(true)'));
+        lsns := lsns || jsonb_build_object(origin, spock.zodan_event(origin));
     END LOOP;
     FOREACH origin IN ARRAY origins LOOP
         FOREACH sub IN ARRAY subscribers LOOP
@@ -3428,7 +3444,7 @@ BEGIN
         paused_at := clock_timestamp();
         cut := spock.zodan_applied_positions(src, peers);
         -- 2. Everything S applied up to there reaches joiner, forwarded.
-        ev := spock.zodan_value(src, 'SELECT spock.sync_event(true)')::pg_lsn;
+        ev := spock.zodan_event(src);
         PERFORM spock.zodan_wait_lsn(ctx, joiner, spock.zodan_applied_probe(src), ev,
             format('%s to apply %s''s changes up to %s', joiner, src, ev));
         -- 3. Stop the forwarding stream.
@@ -4173,9 +4189,10 @@ BEGIN
                         coalesce(current_setting(''spock.use_native_failover_slots'', true), ''on'')::boolean)'
             ELSE 'SELECT lsn FROM pg_create_logical_replication_slot(%L, %L)' END,
             slot, 'spock_output'))::pg_lsn;
-        -- A commit on p after the slot, which src must have applied
-        -- before the copy's snapshot is taken.
-        sync_lsn := spock.zodan_value(p, 'SELECT spock.sync_event(true)')::pg_lsn;
+        -- An event on p after the slot, which src must have passed (so
+        -- applied all p committed up to the slot) before the copy's
+        -- snapshot is taken.
+        sync_lsn := spock.zodan_event(p);
         peer_sync := peer_sync || jsonb_build_object(p, jsonb_build_object('slot', slot, 'slot_lsn', slot_lsn, 'sync_lsn', sync_lsn));
     END LOOP;
     FOREACH p IN ARRAY peers LOOP
@@ -4852,7 +4869,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.1.0', code_sha256 = '71fd17187709eaae090184b3f62cef84abc309d9758c2e78389e0f39d8d2dea6',
+   SET zodan_version = '1.1.0', code_sha256 = 'ee7db711aee68e16cb333495a97111415ee7a95b3515457852dff8a1bd06a32f',
        installed_at = now(), installed_by = current_user;
 
 

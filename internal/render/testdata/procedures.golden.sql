@@ -1694,11 +1694,27 @@ AS $fn$
           WHERE o.node_name = %L', origin);
 $fn$;
 
--- Emits a sync event on each of origins (a transactional one, so it ends
--- in a commit that every subscriber's apply progress must pass), then
--- waits until each of subscribers has applied the events of every other
--- origin. All events go out before the first wait, so the waits overlap.
--- Returns the events' LSNs by origin.
+-- Emits a sync event on node and returns its LSN. Once a subscriber's
+-- replication origin for node has reached that LSN (zodan_applied_probe),
+-- the subscriber has applied every transaction that committed on node
+-- before the event. The event is Spock's non-transactional one: Spock
+-- flushes it at once, and the subscriber's apply worker advances its
+-- origin to it on arrival (Spock 5.0.9 and later, zodan's minimum;
+-- decoding sends it after every transaction that committed before it).
+-- A transactional event reaches an idle subscriber only with the node's
+-- next commit, which made every hop of an idle join cost up to a second.
+CREATE FUNCTION zodan_ci.zodan_event(node text)
+RETURNS pg_lsn
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT zodan_ci.zodan_value(node, 'SELECT spock.sync_event(false)')::pg_lsn;
+$fn$;
+
+-- Emits a sync event (zodan_event) on each of origins, then waits until
+-- each of subscribers has applied the events of every other origin. All
+-- events go out before the first wait, so the waits overlap. Returns the
+-- events' LSNs by origin.
 CREATE FUNCTION zodan_ci.zodan_sync(ctx jsonb, origins text[], subscribers text[])
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -1710,7 +1726,7 @@ DECLARE
     sub text;
 BEGIN
     FOREACH origin IN ARRAY origins LOOP
-        lsns := lsns || jsonb_build_object(origin, zodan_ci.zodan_value(origin, 'SELECT spock.sync_event(true)'));
+        lsns := lsns || jsonb_build_object(origin, zodan_ci.zodan_event(origin));
     END LOOP;
     FOREACH origin IN ARRAY origins LOOP
         FOREACH sub IN ARRAY subscribers LOOP
@@ -3196,7 +3212,7 @@ BEGIN
         paused_at := clock_timestamp();
         cut := zodan_ci.zodan_applied_positions(src, peers);
         -- 2. Everything S applied up to there reaches joiner, forwarded.
-        ev := zodan_ci.zodan_value(src, 'SELECT spock.sync_event(true)')::pg_lsn;
+        ev := zodan_ci.zodan_event(src);
         PERFORM zodan_ci.zodan_wait_lsn(ctx, joiner, zodan_ci.zodan_applied_probe(src), ev,
             format('%s to apply %s''s changes up to %s', joiner, src, ev));
         -- 3. Stop the forwarding stream.
@@ -3941,9 +3957,10 @@ BEGIN
                         coalesce(current_setting(''spock.use_native_failover_slots'', true), ''on'')::boolean)'
             ELSE 'SELECT lsn FROM pg_create_logical_replication_slot(%L, %L)' END,
             slot, 'spock_output'))::pg_lsn;
-        -- A commit on p after the slot, which src must have applied
-        -- before the copy's snapshot is taken.
-        sync_lsn := zodan_ci.zodan_value(p, 'SELECT spock.sync_event(true)')::pg_lsn;
+        -- An event on p after the slot, which src must have passed (so
+        -- applied all p committed up to the slot) before the copy's
+        -- snapshot is taken.
+        sync_lsn := zodan_ci.zodan_event(p);
         peer_sync := peer_sync || jsonb_build_object(p, jsonb_build_object('slot', slot, 'slot_lsn', slot_lsn, 'sync_lsn', sync_lsn));
     END LOOP;
     FOREACH p IN ARRAY peers LOOP
