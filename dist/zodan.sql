@@ -3410,7 +3410,7 @@ BEGIN
 END;
 $fn$;
 
--- Phase 6 of add_node: the hand-over described above. peer_sync holds,
+-- Phase 7 of add_node: the hand-over described above. peer_sync holds,
 -- per peer, the slot prepared for peer->joiner (phase 3). Returns, per
 -- peer, the position its subscription to joiner starts after.
 CREATE FUNCTION spock.zodan_hand_over(ctx jsonb, src text, joiner text, peers text[], peer_sync jsonb)
@@ -3831,9 +3831,9 @@ COMMENT ON PROCEDURE spock.health_check(text, text, text, text, text, boolean, i
 --   4 copy           S->N with schema and data (one snapshot of S), also
 --                    forwarding the peers' changes S applies
 --   5 catch-up       N applies what S committed and forwarded meanwhile
---   6 hand-over      with S's apply paused: cut the forwarded stream where
+--   6 replication-sets  N gets S's sets, tables and sequences
+--   7 hand-over      with S's apply paused: cut the forwarded stream where
 --                    S is with each P, start every P->N right after it
---   7 replication-sets  N gets S's sets, tables and sequences
 --   8 subscribe      N->X on every existing node X
 --   9 verify         changes flow both ways; every subscription replicates
 --  10 compare        no node discarded a transaction; N has S's row counts
@@ -3887,8 +3887,8 @@ BEGIN
     END IF;
 
     ctx := spock.zodan_op_context('add_node', new_node_name, new_node_name, verb, sync_timeout,
-        ARRAY['checks', 'register', 'prepare-peers', 'copy', 'catch-up', 'hand-over',
-              'replication-sets', 'subscribe', 'verify', 'compare'],
+        ARRAY['checks', 'register', 'prepare-peers', 'copy', 'catch-up', 'replication-sets',
+              'hand-over', 'subscribe', 'verify', 'compare'],
         jsonb_build_object('src', src_node_name,
                            'location', new_node_location, 'country', new_node_country,
                            'info', coalesce(new_node_info, '{}'::jsonb),
@@ -3901,8 +3901,8 @@ BEGIN
         ctx := spock.zodan_add_node_prepare_peers(ctx);
         ctx := spock.zodan_add_node_copy(ctx);
         ctx := spock.zodan_add_node_catch_up(ctx);
-        ctx := spock.zodan_add_node_hand_over(ctx);
         ctx := spock.zodan_add_node_replication_sets(ctx);
+        ctx := spock.zodan_add_node_hand_over(ctx);
         ctx := spock.zodan_add_node_subscribe(ctx);
         ctx := spock.zodan_add_node_verify(ctx);
         ctx := spock.zodan_add_node_compare(ctx);
@@ -4264,29 +4264,13 @@ BEGIN
 END;
 $fn$;
 
--- Phase 6: N receives each peer's changes from the peer directly, from
--- exactly where S left off (see handover.sql.tmpl).
-CREATE FUNCTION spock.zodan_add_node_hand_over(ctx jsonb)
-RETURNS jsonb
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    peers text[] := ARRAY(SELECT jsonb_array_elements_text(ctx->'peers'));
-    list text := array_to_string(peers, ', ');
-BEGIN
-    ctx := spock.zodan_phase_begin(ctx, 'hand-over',
-        CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
-             ELSE format('%s''s changes from %s directly, from exactly where %s left off', list, list, ctx->>'src') END);
-    IF cardinality(peers) = 0 THEN
-        RETURN spock.zodan_phase_done(ctx, 'skipped');
-    END IF;
-    PERFORM spock.zodan_hand_over(ctx, ctx->>'src', ctx->>'target', peers, ctx->'peer_sync');
-    RETURN spock.zodan_phase_done(ctx);
-END;
-$fn$;
-
--- Phase 7: N gets S's replication sets, their tables and sequences.
+-- Phase 6: N gets S's replication sets, their tables and sequences.
+-- Before the hand-over: every Spock call on N waits while N's Spock
+-- manager starts an apply worker (it holds spock.local_node until the
+-- worker has attached, up to a second), and N's manager is busy just
+-- after the copy and just after the hand-over. Here that wait falls
+-- before S's apply workers are paused rather than inside the pause, and
+-- the phase after the hand-over no longer has to wait for N.
 CREATE FUNCTION spock.zodan_add_node_replication_sets(ctx jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -4318,6 +4302,28 @@ BEGIN
         PERFORM spock.zodan_warn(ctx, format('replication sets of %s changed during the join; reconcile on %s with spock.repset_add_table/repset_remove_table: %s',
             src, joiner, array_to_string(diff, '; ')));
     END IF;
+    RETURN spock.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 7: N receives each peer's changes from the peer directly, from
+-- exactly where S left off (see handover.sql.tmpl).
+CREATE FUNCTION spock.zodan_add_node_hand_over(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    peers text[] := ARRAY(SELECT jsonb_array_elements_text(ctx->'peers'));
+    list text := array_to_string(peers, ', ');
+BEGIN
+    ctx := spock.zodan_phase_begin(ctx, 'hand-over',
+        CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
+             ELSE format('%s''s changes from %s directly, from exactly where %s left off', list, list, ctx->>'src') END);
+    IF cardinality(peers) = 0 THEN
+        RETURN spock.zodan_phase_done(ctx, 'skipped');
+    END IF;
+    PERFORM spock.zodan_hand_over(ctx, ctx->>'src', ctx->>'target', peers, ctx->'peer_sync');
     RETURN spock.zodan_phase_done(ctx);
 END;
 $fn$;
@@ -4869,7 +4875,7 @@ $zodan$;
 DROP TABLE zodan_routines_before;
 
 UPDATE spock.zodan_install
-   SET zodan_version = '1.1.0', code_sha256 = 'ee7db711aee68e16cb333495a97111415ee7a95b3515457852dff8a1bd06a32f',
+   SET zodan_version = '1.1.0', code_sha256 = '885397bec264ea8805821551a7a4c7186377551d1757d44001593778f8ea472d',
        installed_at = now(), installed_by = current_user;
 
 

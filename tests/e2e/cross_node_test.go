@@ -119,7 +119,7 @@ func TestJoinKeepsCrossNodeChanges(t *testing.T) {
 		t.Errorf("health_check('post') did not compare n4 with n1:\n%s", post.Messages())
 	}
 	out := call.Messages()
-	for _, want := range []string{"phase 6/10 hand-over", "phase 10/10 compare", "discarded-transactions: no new entries"} {
+	for _, want := range []string{"phase 7/10 hand-over", "phase 10/10 compare", "discarded-transactions: no new entries"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("add_node's progress lacks %q:\n%s", want, out)
 		}

@@ -3178,7 +3178,7 @@ BEGIN
 END;
 $fn$;
 
--- Phase 6 of add_node: the hand-over described above. peer_sync holds,
+-- Phase 7 of add_node: the hand-over described above. peer_sync holds,
 -- per peer, the slot prepared for peer->joiner (phase 3). Returns, per
 -- peer, the position its subscription to joiner starts after.
 CREATE FUNCTION zodan_ci.zodan_hand_over(ctx jsonb, src text, joiner text, peers text[], peer_sync jsonb)
@@ -3599,9 +3599,9 @@ COMMENT ON PROCEDURE zodan_ci.health_check(text, text, text, text, text, boolean
 --   4 copy           S->N with schema and data (one snapshot of S), also
 --                    forwarding the peers' changes S applies
 --   5 catch-up       N applies what S committed and forwarded meanwhile
---   6 hand-over      with S's apply paused: cut the forwarded stream where
+--   6 replication-sets  N gets S's sets, tables and sequences
+--   7 hand-over      with S's apply paused: cut the forwarded stream where
 --                    S is with each P, start every P->N right after it
---   7 replication-sets  N gets S's sets, tables and sequences
 --   8 subscribe      N->X on every existing node X
 --   9 verify         changes flow both ways; every subscription replicates
 --  10 compare        no node discarded a transaction; N has S's row counts
@@ -3655,8 +3655,8 @@ BEGIN
     END IF;
 
     ctx := zodan_ci.zodan_op_context('add_node', new_node_name, new_node_name, verb, sync_timeout,
-        ARRAY['checks', 'register', 'prepare-peers', 'copy', 'catch-up', 'hand-over',
-              'replication-sets', 'subscribe', 'verify', 'compare'],
+        ARRAY['checks', 'register', 'prepare-peers', 'copy', 'catch-up', 'replication-sets',
+              'hand-over', 'subscribe', 'verify', 'compare'],
         jsonb_build_object('src', src_node_name,
                            'location', new_node_location, 'country', new_node_country,
                            'info', coalesce(new_node_info, '{}'::jsonb),
@@ -3669,8 +3669,8 @@ BEGIN
         ctx := zodan_ci.zodan_add_node_prepare_peers(ctx);
         ctx := zodan_ci.zodan_add_node_copy(ctx);
         ctx := zodan_ci.zodan_add_node_catch_up(ctx);
-        ctx := zodan_ci.zodan_add_node_hand_over(ctx);
         ctx := zodan_ci.zodan_add_node_replication_sets(ctx);
+        ctx := zodan_ci.zodan_add_node_hand_over(ctx);
         ctx := zodan_ci.zodan_add_node_subscribe(ctx);
         ctx := zodan_ci.zodan_add_node_verify(ctx);
         ctx := zodan_ci.zodan_add_node_compare(ctx);
@@ -4032,29 +4032,13 @@ BEGIN
 END;
 $fn$;
 
--- Phase 6: N receives each peer's changes from the peer directly, from
--- exactly where S left off (see handover.sql.tmpl).
-CREATE FUNCTION zodan_ci.zodan_add_node_hand_over(ctx jsonb)
-RETURNS jsonb
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    peers text[] := ARRAY(SELECT jsonb_array_elements_text(ctx->'peers'));
-    list text := array_to_string(peers, ', ');
-BEGIN
-    ctx := zodan_ci.zodan_phase_begin(ctx, 'hand-over',
-        CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
-             ELSE format('%s''s changes from %s directly, from exactly where %s left off', list, list, ctx->>'src') END);
-    IF cardinality(peers) = 0 THEN
-        RETURN zodan_ci.zodan_phase_done(ctx, 'skipped');
-    END IF;
-    PERFORM zodan_ci.zodan_hand_over(ctx, ctx->>'src', ctx->>'target', peers, ctx->'peer_sync');
-    RETURN zodan_ci.zodan_phase_done(ctx);
-END;
-$fn$;
-
--- Phase 7: N gets S's replication sets, their tables and sequences.
+-- Phase 6: N gets S's replication sets, their tables and sequences.
+-- Before the hand-over: every Spock call on N waits while N's Spock
+-- manager starts an apply worker (it holds spock.local_node until the
+-- worker has attached, up to a second), and N's manager is busy just
+-- after the copy and just after the hand-over. Here that wait falls
+-- before S's apply workers are paused rather than inside the pause, and
+-- the phase after the hand-over no longer has to wait for N.
 CREATE FUNCTION zodan_ci.zodan_add_node_replication_sets(ctx jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -4086,6 +4070,28 @@ BEGIN
         PERFORM zodan_ci.zodan_warn(ctx, format('replication sets of %s changed during the join; reconcile on %s with spock.repset_add_table/repset_remove_table: %s',
             src, joiner, array_to_string(diff, '; ')));
     END IF;
+    RETURN zodan_ci.zodan_phase_done(ctx);
+END;
+$fn$;
+
+-- Phase 7: N receives each peer's changes from the peer directly, from
+-- exactly where S left off (see handover.sql.tmpl).
+CREATE FUNCTION zodan_ci.zodan_add_node_hand_over(ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    peers text[] := ARRAY(SELECT jsonb_array_elements_text(ctx->'peers'));
+    list text := array_to_string(peers, ', ');
+BEGIN
+    ctx := zodan_ci.zodan_phase_begin(ctx, 'hand-over',
+        CASE WHEN cardinality(peers) = 0 THEN 'no other nodes'
+             ELSE format('%s''s changes from %s directly, from exactly where %s left off', list, list, ctx->>'src') END);
+    IF cardinality(peers) = 0 THEN
+        RETURN zodan_ci.zodan_phase_done(ctx, 'skipped');
+    END IF;
+    PERFORM zodan_ci.zodan_hand_over(ctx, ctx->>'src', ctx->>'target', peers, ctx->'peer_sync');
     RETURN zodan_ci.zodan_phase_done(ctx);
 END;
 $fn$;
