@@ -29,7 +29,7 @@ type Release struct {
 // snapshot and checksum (see internal/release/cmd/snapshot).
 var releases = []Release{
 	{Version: "1.0.0", Migration: 2, SnapshotSHA256: "ec254c372d6167671b2f9d6cc205fcd9940c9c33ff8d597d772ef0d0717348d6"},
-	{Version: "1.1.0", Migration: 3, SnapshotSHA256: "4647145b7f57786956eeef323e3e6e32d89cc0e76e0fdb3b35aecaf90ba39037"},
+	{Version: "1.1.0", Migration: 3, SnapshotSHA256: "ea38375146f8711bf424d3351b6f86918f0ff85a3d9edda7e98531e2dd8bdd8c"},
 }
 
 // Releases lists every release this build knows, oldest first.

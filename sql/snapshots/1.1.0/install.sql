@@ -1913,6 +1913,42 @@ AS $fn$
                                   format('Find the process using it: SELECT active_pid FROM pg_replication_slots WHERE slot_name = %L on %s.', slot, node));
 $fn$;
 
+-- Probe for zodan_stop_subscription: done once no process of apply worker
+-- args->>'worker' is left on node and the provider's slot is free. Any
+-- walsender serving the slot is ended, so that the worker stops on a
+-- broken connection (a worker that was connecting just then included;
+-- nothing else uses that slot). This runs inside a transaction on node,
+-- where backend status is cached until pg_stat_clear_snapshot.
+CREATE FUNCTION {{.schema}}.zodan_probe_worker_stopped(ctx jsonb, args jsonb, memo jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    workers integer;
+    walsender integer;
+    ended integer := coalesce((memo->>'ended')::integer, 0);
+BEGIN
+    PERFORM {{.schema}}.zodan_exec(args->>'node', 'SELECT pg_stat_clear_snapshot()');
+    workers := {{.schema}}.zodan_value(args->>'node', format(
+        'SELECT count(*) FROM pg_stat_activity WHERE %L IN (application_name, backend_type)', args->>'worker'))::integer;
+    walsender := {{.schema}}.zodan_value(args->>'provider', format(
+        'SELECT active_pid FROM pg_replication_slots WHERE slot_name = %L', args->>'slot'))::integer;
+    IF walsender IS NOT NULL THEN
+        PERFORM {{.schema}}.zodan_exec(args->>'provider', format('SELECT pg_terminate_backend(%s)', walsender));
+        PERFORM {{.schema}}.zodan_detail(ctx, format('ended walsender %s on %s (slot %s) so that %s stops between two transactions',
+                                                 walsender, args->>'provider', args->>'slot', args->>'worker'));
+        ended := ended + 1;
+    END IF;
+    RETURN jsonb_build_object(
+        'done', workers = 0 AND walsender IS NULL,
+        'memo', jsonb_build_object('ended', ended),
+        'state', format('%s process(es) "%s" on %s; slot %s on %s %s; %s walsender(s) ended',
+                        workers, args->>'worker', args->>'node', args->>'slot', args->>'provider',
+                        CASE WHEN walsender IS NULL THEN 'free' ELSE 'in use' END, ended));
+END;
+$fn$;
+
 -- ---------------------------------------------------------------------------
 -- Cluster discovery and the checks shared by health_check and add_node.
 --
@@ -3184,6 +3220,69 @@ BEGIN
 END;
 $fn$;
 
+-- Stops subscription sub on node, whose provider serves it from slot,
+-- and leaves it disabled, without losing the transaction its apply worker
+-- may be in the middle of.
+--
+-- spock.sub_disable is not safe for this. It stops the apply worker with
+-- SIGTERM, which the worker acts on between two messages, so often inside
+-- a transaction; the restarted worker then replays that transaction in
+-- exception-handling mode, and Spock 5.0.11 commits such a replay without
+-- its rows when nothing in it failed: the transaction is lost, and
+-- spock.exception_log records it as discarded (fixed upstream after
+-- 5.0.11). A worker that loses its provider connection takes Spock's
+-- designed path instead: it aborts what it had begun, forgets it, and its
+-- successor applies the transaction again from the start.
+--
+-- So the provider's walsender is ended, and the subscription disabled, in
+-- one transaction on node that holds spock.local_node in SHARE UPDATE
+-- EXCLUSIVE mode throughout: Spock's manager takes that lock before it
+-- starts or stops any apply worker, so it can neither restart the worker
+-- nor stop it with SIGTERM before the worker is gone and the subscription
+-- disabled.
+CREATE FUNCTION {{.schema}}.zodan_stop_subscription(ctx jsonb, node text, sub text, provider text, slot text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    worker text;
+    st text; msg text; det text; hnt text;
+BEGIN
+    -- Spock names an apply worker's process "spock apply <database oid>:<subscription id>".
+    worker := {{.schema}}.zodan_value(node, format(
+        'SELECT format(''spock apply %%s:%%s'', d.oid, s.sub_id) FROM spock.subscription s, pg_database d '
+        'WHERE s.sub_name = %L AND d.datname = current_database()', sub));
+    IF worker IS NULL THEN
+        RAISE EXCEPTION 'subscription % is missing on node %', sub, node USING ERRCODE = 'ZDC02';
+    END IF;
+    PERFORM {{.schema}}.zodan_exec(node, 'BEGIN');
+    BEGIN
+        PERFORM {{.schema}}.zodan_exec(node, 'LOCK TABLE spock.local_node IN SHARE UPDATE EXCLUSIVE MODE');
+        PERFORM {{.schema}}.zodan_exec(node, format('UPDATE spock.subscription SET sub_enabled = false WHERE sub_name = %L', sub));
+        PERFORM {{.schema}}.zodan_wait(ctx, format('the apply worker of %s on %s to stop', sub, node),
+                                  '{{.schema}}.zodan_probe_worker_stopped'::regproc,
+                                  jsonb_build_object('node', node, 'worker', worker, 'provider', provider, 'slot', slot),
+                                  format('On %s, SELECT active_pid FROM pg_replication_slots WHERE slot_name = %L names the walsender; on %s, pg_stat_activity the process "%s".',
+                                         provider, slot, node, worker));
+        PERFORM {{.schema}}.zodan_exec(node, 'COMMIT');
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                                det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+        -- The subscription stays enabled: its worker restarts and resumes
+        -- from its last commit, which is always safe. A node that cannot
+        -- be reached rolls the transaction back itself when the connection
+        -- goes; the error that matters is the one raised below.
+        BEGIN
+            PERFORM {{.schema}}.zodan_exec(node, 'ROLLBACK');
+        EXCEPTION WHEN OTHERS THEN
+            PERFORM {{.schema}}.zodan_detail(ctx, format('could not roll back the stop of %s on %s: %s', sub, node, SQLERRM));
+        END;
+        RAISE EXCEPTION '%', msg USING ERRCODE = st, DETAIL = coalesce(det, ''), HINT = coalesce(hnt, '');
+    END;
+END;
+$fn$;
+
 -- Phase 7 of add_node: the hand-over described above. peer_sync holds,
 -- per peer, the slot prepared for peer->joiner (phase 3). Returns, per
 -- peer, the position its subscription to joiner starts after.
@@ -3221,9 +3320,8 @@ BEGIN
         ev := {{.schema}}.zodan_event(src);
         PERFORM {{.schema}}.zodan_wait_lsn(ctx, joiner, {{.schema}}.zodan_applied_probe(src), ev,
             format('%s to apply %s''s changes up to %s', joiner, src, ev));
-        -- 3. Stop the forwarding stream.
-        PERFORM {{.schema}}.zodan_exec(joiner, format('SELECT spock.sub_disable(%L, true)', via));
-        PERFORM {{.schema}}.zodan_wait_slot_inactive(ctx, src, via_slot);
+        -- 3. Stop the forwarding stream, between two of S's transactions.
+        PERFORM {{.schema}}.zodan_stop_subscription(ctx, joiner, via, src, via_slot);
         -- 4. If S applied anything since step 1 the pause did not hold and
         --    joiner may have more than cut says: start over from a state
         --    that is safe (forwarding on).
