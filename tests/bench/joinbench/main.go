@@ -55,6 +55,16 @@ func run() int {
 	out := flag.String("out", "bench-results", "directory for join.json, join.svg, join.md and timelines (made git-ignored)")
 	timelineFlag := flag.String("timeline", "", `print the source writer's per-second latency timeline with phase boundaries for the first run of: "all" loaded configurations, or ROWS/NODES (e.g. 100k/3)`)
 	limit := flag.Duration("wait-limit", 15*time.Minute, "bound on each wait (cluster start, convergence)")
+	serverSettings := map[string]string{}
+	flag.Func("set", "a postgresql.conf setting of every node, name=value (repeatable), e.g. -set log_min_duration_statement=20ms to see what the writers wait for", func(v string) error {
+		name, value, ok := strings.Cut(v, "=")
+		if !ok || strings.TrimSpace(name) == "" {
+			return fmt.Errorf("want name=value, not %q", v)
+		}
+		serverSettings[strings.TrimSpace(name)] = value
+		return nil
+	})
+	keepLogs := flag.String("keep-logs", "", "directory to copy every node's server log into, one file per run and node, before the run's nodes are removed")
 	flag.Parse()
 
 	sizes, err := parseList(*sizesFlag, parseRows)
@@ -118,13 +128,19 @@ func run() int {
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(os.Stderr, "[%7.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, a...))
 	}
-	s := settings{binDir: binDir, rate: *rate, steady: *steady, tail: *tail, limit: *limit, logf: logf}
+	s := settings{binDir: binDir, rate: *rate, steady: *steady, tail: *tail, limit: *limit, logf: logf,
+		server: serverSettings, keepLogs: *keepLogs}
+	if *keepLogs != "" {
+		if err := os.MkdirAll(*keepLogs, 0o755); err != nil {
+			return usage("-keep-logs: %v", err)
+		}
+	}
 	rep := report{
 		Machine: probeMachine(),
 		Started: began.UTC().Format(time.RFC3339),
 		Settings: map[string]any{
 			"sizes": sizes, "nodes": nodeCounts, "load": loads, "runs": *runs, "rate_per_writer": *rate,
-			"steady_s": steady.Seconds(), "tail_s": tail.Seconds(), "bindir": binDir,
+			"steady_s": steady.Seconds(), "tail_s": tail.Seconds(), "bindir": binDir, "server_settings": serverSettings,
 			"data": "pgbench_accounts loaded identically on every node before the mesh is made; n1 is the source",
 		},
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -92,6 +93,10 @@ type settings struct {
 	tail   time.Duration // writers keep going this long after it
 	limit  time.Duration // bound on each wait
 	logf   func(format string, a ...any)
+	// server holds postgresql.conf settings of every node (-set).
+	server map[string]string
+	// keepLogs, when set, is where each run's server logs are copied.
+	keepLogs string
 }
 
 // runOnce builds a fresh cluster of c.Nodes nodes holding c.Rows
@@ -104,13 +109,16 @@ func runOnce(ctx context.Context, s settings, c config, run int) (res runResult)
 	for i := range names {
 		names[i] = fmt.Sprintf("n%d", i+1)
 	}
-	all, err := spocktest.StartNodes(ctx, s.binDir, names...)
+	all, err := spocktest.StartNodesWith(ctx, s.binDir, spocktest.NodeOptions{Settings: s.server}, names...)
 	if err != nil {
 		res.Error = "starting nodes: " + err.Error()
 		return res
 	}
 	defer func() {
 		for _, n := range all {
+			if s.keepLogs != "" {
+				keepLog(s, c, run, n)
+			}
 			n.Cluster.Destroy()
 		}
 	}()
@@ -487,4 +495,17 @@ func check(ctx context.Context, nodes []*spocktest.Node, ws *writers, limit time
 	}
 	slices.Sort(problems)
 	return problems
+}
+
+// keepLog copies node n's server log of this run into s.keepLogs, named
+// after the configuration, the run and the node.
+func keepLog(s settings, c config, run int, n *spocktest.Node) {
+	data, err := os.ReadFile(n.Cluster.LogFile)
+	if err == nil {
+		name := fmt.Sprintf("%s-%dn-%s-run%d-%s.log", human(c.Rows), c.Nodes, c.Load, run, n.Name)
+		err = os.WriteFile(filepath.Join(s.keepLogs, name), data, 0o644)
+	}
+	if err != nil {
+		s.logf("    keeping the server log of %s: %v", n.Name, err)
+	}
 }
