@@ -288,6 +288,9 @@ func (n *Node) AddNode(ctx context.Context, src *Node, extra ...string) Call {
 type Cluster struct {
 	BinDir string
 	Nodes  []*Node
+	// SetupCrashes holds the server log lines of a node crash that made
+	// an earlier attempt to build this cluster fail (see NewMeshWith).
+	SetupCrashes []string
 }
 
 // Get returns the node called name.
@@ -344,33 +347,69 @@ func NewMesh(ctx context.Context, binDir string, names ...string) (*Cluster, err
 }
 
 // NewMeshWith is NewMesh with options for every node.
+//
+// A cluster whose build fails because a server process crashed (the log
+// says "terminated by signal" or PANIC, and the node restarts in recovery
+// mode) is built once more from scratch: that is Spock crashing while the
+// harness creates its subscriptions, before any test code runs, not what a
+// test examines. The retry is recorded in SetupCrashes for the test to log;
+// a second failure is returned with the crash lines.
 func NewMeshWith(ctx context.Context, binDir string, opts NodeOptions, names ...string) (*Cluster, error) {
+	c, crashes, err := buildMesh(ctx, binDir, opts, names)
+	if err == nil || len(crashes) == 0 {
+		return c, err
+	}
+	c, again, err := buildMesh(ctx, binDir, opts, names)
+	if err != nil {
+		return nil, fmt.Errorf("%w (a node crashed while the cluster was built, twice: %s)", err, strings.Join(append(crashes, again...), "; "))
+	}
+	c.SetupCrashes = crashes
+	return c, nil
+}
+
+func buildMesh(ctx context.Context, binDir string, opts NodeOptions, names []string) (*Cluster, []string, error) {
 	nodes, err := StartNodesWith(ctx, binDir, opts, names...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c := &Cluster{BinDir: binDir, Nodes: nodes}
+	fail := func(err error) (*Cluster, []string, error) {
+		crashes := c.crashLines()
+		c.Destroy()
+		return nil, crashes, err
+	}
 	for _, n := range nodes {
 		if err := n.Register(ctx); err != nil {
-			c.Destroy()
-			return nil, err
+			return fail(err)
 		}
 	}
 	for _, n := range nodes {
 		for _, p := range nodes {
 			if n != p {
 				if err := n.Subscribe(ctx, p); err != nil {
-					c.Destroy()
-					return nil, err
+					return fail(err)
 				}
 			}
 		}
 	}
 	if err := c.WaitReplicating(ctx, 2*time.Minute); err != nil {
-		c.Destroy()
-		return nil, err
+		return fail(err)
 	}
-	return c, nil
+	return c, nil, nil
+}
+
+// crashLines returns the server log lines, node by node, that report a
+// crashed server process.
+func (c *Cluster) crashLines() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		for _, line := range strings.Split(n.Cluster.ReadLog(), "\n") {
+			if strings.Contains(line, "terminated by signal") || strings.Contains(line, "PANIC:") {
+				out = append(out, n.Name+": "+strings.TrimSpace(line))
+			}
+		}
+	}
+	return out
 }
 
 // WaitReplicating polls until every subscription on every node is

@@ -61,6 +61,9 @@ func mesh(t *testing.T, names ...string) *spocktest.Cluster {
 	if err != nil {
 		t.Fatalf("starting cluster %v: %v", names, err)
 	}
+	for _, line := range c.SetupCrashes {
+		t.Logf("building the cluster was tried again after a Spock node crashed: %s", line)
+	}
 	t.Cleanup(func() { keepOnFailure(t, c.Nodes...) })
 	return c
 }
