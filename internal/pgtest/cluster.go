@@ -170,7 +170,7 @@ func (c *Cluster) Start() error {
 	if c.running {
 		return nil
 	}
-	out, err := c.run("pg_ctl", "-D", c.DataDir, "-l", c.LogFile, "-w", "-t", "60", "start")
+	out, err := c.run("pg_ctl", "-D", c.DataDir, "-l", c.LogFile, "-c", "-w", "-t", "60", "start")
 	if err != nil {
 		return fmt.Errorf("starting %s failed: %w\n%s\n%s", c.Name, err, out, c.LogTail(30))
 	}

@@ -403,27 +403,36 @@ func buildMesh(ctx context.Context, binDir string, opts NodeOptions, names []str
 func (c *Cluster) crashLines() []string {
 	var out []string
 	for _, n := range c.Nodes {
-		for _, line := range strings.Split(n.Cluster.ReadLog(), "\n") {
-			if strings.Contains(line, "terminated by signal") || strings.Contains(line, "PANIC:") {
-				out = append(out, n.Name+": "+strings.TrimSpace(line))
-			}
-		}
+		out = append(out, n.Cluster.CrashLines()...)
 	}
 	return out
 }
 
 // WaitReplicating polls until every subscription on every node is
-// replicating (see NotReplicating).
+// replicating (see NotReplicating). A node that is recovering from a
+// crash refuses connections for a moment; that is a state to wait out,
+// not an answer.
 func (c *Cluster) WaitReplicating(ctx context.Context, limit time.Duration) error {
 	return Poll(ctx, limit, func() (bool, string, error) {
 		for _, n := range c.Nodes {
 			bad, err := c.NotReplicating(ctx, n)
+			if recovering(err) {
+				return false, n.Name + ": " + err.Error(), nil
+			}
 			if err != nil || len(bad) > 0 {
 				return false, n.Name + ": " + strings.Join(bad, ", "), err
 			}
 		}
 		return true, "", nil
 	})
+}
+
+// recovering tells whether err is a server's refusal while it starts up
+// or recovers from a crash (SQLSTATE 57P03, "the database system is in
+// recovery mode" or "not yet accepting connections").
+func recovering(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == "57P03"
 }
 
 // NotReplicating lists n's subscriptions that do not replicate, as "name

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +31,13 @@ type faultCluster struct {
 
 func newFaultCluster(t *testing.T) *faultCluster {
 	t.Helper()
-	c := mesh(t, "n1", "n2", "n3")
+	return newFaultClusterWith(t, spocktest.NodeOptions{})
+}
+
+// newFaultClusterWith is newFaultCluster with options for n1, n2 and n3.
+func newFaultClusterWith(t *testing.T, opts spocktest.NodeOptions) *faultCluster {
+	t.Helper()
+	c := meshWith(t, opts, "n1", "n2", "n3")
 	n4 := nodes(t, "n4")[0]
 	ctx := testContext(t)
 	if err := spocktest.CreateLoadTable(ctx, c.Nodes); err != nil {
@@ -354,4 +361,74 @@ func TestFaultLoneSourceJoinKilled(t *testing.T) {
 	if got := value[int64](t, n2, `SELECT count(*) FROM accounts`); got != 1000 {
 		t.Errorf("n2 has %d accounts, want 1000", got)
 	}
+}
+
+// A server of the cluster crashes during the join (one of its processes
+// dies by a signal, as Spock's apply workers sometimes do, and the
+// postmaster ends every session there and recovers): add_node fails
+// naming that node, rolls back everything it created, reconnecting to the
+// node once it has recovered, and does so promptly; the join then works.
+func TestFaultSourceCrashesWhileSubscribing(t *testing.T) {
+	// Test servers commit asynchronously, for speed; a commit whose WAL
+	// was still in shared memory is lost in a crash, and the load's
+	// client would miss a row it saw committed. Durable commits, as in
+	// production, make every committed row a row the cluster must keep.
+	f := newFaultClusterWith(t, spocktest.NodeOptions{Settings: map[string]string{"synchronous_commit": "on"}})
+	n1, n4 := f.c.Get("n1"), f.n4
+	ctx := testContext(t)
+	victim, err := n1.Connect(ctx, spocktest.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer victim.Close(context.Background())
+	var pid int
+	if err := victim.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	journal, err := n4.Connect(ctx, spocktest.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer journal.Close(context.Background())
+
+	done := startAddNode(ctx, n4, n1)
+	// Phase 8 creates the subscriptions to n4 on n1, n2 and n3 and waits
+	// for them to replicate: a second or two, watched closely.
+	var phase string
+	for phase != "subscribe" {
+		err := journal.QueryRow(ctx, `SELECT coalesce((SELECT state || ' ' || coalesce(current_phase, '') FROM spock.zodan_operations ORDER BY op_id DESC LIMIT 1), '')`).Scan(&phase)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(phase, "running ") {
+			phase = strings.TrimPrefix(phase, "running ")
+		} else if phase != "" {
+			t.Fatalf("add_node ended (%s) before phase 8 was seen", phase)
+		}
+	}
+	// SIGKILL, like a segfault, makes the postmaster end every session and
+	// recover: the crash restart a DBA sees.
+	f.restarted = "n1"
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("killing n1's backend %d: %v", pid, err)
+	}
+	start := time.Now()
+	call := <-done
+	took := time.Since(start)
+	t.Logf("add_node ended %s after n1 crashed", took.Round(time.Millisecond))
+	if took > 2*time.Minute {
+		t.Errorf("add_node took %s to end after n1 crashed", took.Round(time.Second))
+	}
+	if call.Err == nil {
+		// The phase ended before the crash reached it.
+		t.Log("the join finished despite the crash")
+		f.converged(t)
+		return
+	}
+	pg := mustFail(t, "add_node while n1 crashes", call, "", "add_node n4 failed in phase")
+	if !strings.Contains(pg.Detail, "Everything add_node had created was removed") {
+		t.Errorf("the rollback was not complete:\n%s\nprogress:\n%s", pg.Detail, call.Messages())
+	}
+	t.Logf("add_node failed: %s\n%s", pg.Message, call.Messages())
+	f.wellAfter(t)
 }

@@ -56,8 +56,14 @@ func testContext(t *testing.T) context.Context {
 // mesh starts a fully connected cluster; t.Cleanup destroys it.
 func mesh(t *testing.T, names ...string) *spocktest.Cluster {
 	t.Helper()
+	return meshWith(t, spocktest.NodeOptions{}, names...)
+}
+
+// meshWith is mesh with options for every node.
+func meshWith(t *testing.T, opts spocktest.NodeOptions, names ...string) *spocktest.Cluster {
+	t.Helper()
 	requireSpock(t)
-	c, err := spocktest.NewMesh(testContext(t), binDir, names...)
+	c, err := spocktest.NewMeshWith(testContext(t), binDir, opts, names...)
 	if err != nil {
 		t.Fatalf("starting cluster %v: %v", names, err)
 	}
@@ -80,8 +86,14 @@ func nodes(t *testing.T, names ...string) []*spocktest.Node {
 	return ns
 }
 
+// keepOnFailure ends a test's nodes: it reports any server process that
+// crashed (with gdb's backtrace when the core is there), shows the log
+// tails of a failed test, and keeps the directories when asked.
 func keepOnFailure(t *testing.T, ns ...*spocktest.Node) {
 	for _, n := range ns {
+		if report := n.Cluster.CrashReport(); report != "" {
+			t.Logf("%s: a server process crashed during this test:\n%s", n.Name, report)
+		}
 		if t.Failed() {
 			t.Logf("%s log tail:\n%s", n.Name, n.Cluster.LogTail(40))
 		}

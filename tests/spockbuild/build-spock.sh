@@ -39,6 +39,11 @@ else
 	cache=${ZODAN_SPOCK_CACHE:-${HOME}/.cache/zodan/spock}
 fi
 jobs=${ZODAN_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}
+# The builds below are top-level makes of their own, whoever runs this
+# script: PostgreSQL generates its headers (utils/errcodes.h, ...) only at
+# MAKELEVEL 0, so a MAKELEVEL inherited from "make spock" or "make
+# test-e2e" would make the compile fail, as would an outer jobserver.
+unset MAKELEVEL MAKEFLAGS MFLAGS
 sources=${ZODAN_SPOCK_SOURCES:-}
 if [[ -z $sources && -d $repo_root/../shared/spock-sources ]]; then
 	sources=$(cd "$repo_root/../shared/spock-sources" && pwd)
@@ -95,7 +100,7 @@ spock_sum=$(sha256sum "$spock_path" | cut -c1-64)
 # recipe names what this script builds: change it when the build changes
 # (another contrib module, other configure flags), so that no cached build
 # of an older recipe is taken for it.
-recipe="dblink auto_explain; openssl; no llvm"
+recipe="dblink auto_explain; openssl; no llvm; -O2 -g"
 key=$(printf '%s %s %s %s\n' "$pg_sum" "$spock_sum" "$(uname -m)" "$recipe" | sha256sum | cut -c1-12)
 prefix=$cache/pg$pg_version-spock$spock_version-$key
 
@@ -148,7 +153,10 @@ apply_patches() {
 	done
 }
 step "patching PostgreSQL with Spock's patches/$pg_major" apply_patches
-step "configuring PostgreSQL" sh -c "cd '$pgsrc' && ./configure --prefix='$prefix' --with-openssl --without-llvm CFLAGS='-O2'"
+# -g: a server process that crashes in a test is reported with gdb's
+# backtrace (see internal/pgtest), which names files and lines only with
+# debug information. Spock's own build takes these CFLAGS from pg_config.
+step "configuring PostgreSQL" sh -c "cd '$pgsrc' && ./configure --prefix='$prefix' --with-openssl --without-llvm CFLAGS='-O2 -g'"
 step "compiling PostgreSQL (make -j$jobs)" make -C "$pgsrc" -j"$jobs"
 step "installing PostgreSQL" make -C "$pgsrc" install
 step "compiling and installing dblink" make -C "$pgsrc/contrib/dblink" -j"$jobs" install
