@@ -68,8 +68,8 @@ func DefaultBinDir() string {
 	return "/usr/lib/postgresql/15/bin"
 }
 
-// Start initialises and starts a cluster; t.Cleanup stops it and removes
-// its directory. A cluster that cannot start fails the test with the tail
+// Start initialises and starts a cluster; t.Cleanup reports any server
+// process that crashed (CrashReport), stops it and removes its directory. A cluster that cannot start fails the test with the tail
 // of the server log.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
@@ -78,6 +78,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() {
+		if report := c.CrashReport(); report != "" {
+			t.Logf("pgtest: a server process of %s crashed during this test:\n%s", c.Name, report)
+		}
 		if t.Failed() && os.Getenv("ZODAN_TEST_KEEP") != "" {
 			t.Logf("pgtest: keeping %s (ZODAN_TEST_KEEP is set)", c.Dir)
 			_ = c.Stop()

@@ -28,6 +28,8 @@
 #   ZODAN_TAP_TIMEOUT    seconds one test file may run (default 3600).
 #   ZODAN_TAP_KEEP=1     keep the work directory (logs) even when all pass;
 #                        after a failure it is always kept.
+#   ZODAN_TAP_NO_RERUN=1 do not run a test once more when it failed while a
+#                        server process crashed (see "Run" below).
 #   ZODAN_LOLOR_SOURCE   lolor source (a directory or a .tar.gz) for test 033;
 #                        without it 033 skips itself (its harness would clone
 #                        lolor from GitHub, which CI cannot reach).
@@ -311,39 +313,79 @@ say "work directory: $work (run as $os_user)"
 # does not stop the others. prove -v keeps every assertion in the .tap file;
 # SpockTest.pm sends each test's commands and its die message to
 # logs/<test>.log, and the servers log to logs/00<port>.log.
+#
+# A server process that crashes (Spock's apply workers do, now and then:
+# "was terminated by signal 11") fails the test that was running. Such a
+# test runs once more, and counts as passed only if it passes then; the
+# crash lines and the first run's failures are printed, and its prove
+# output stays as <test>.first.tap. ZODAN_TAP_NO_RERUN=1 turns this off.
+declare -A log_marks
+# mark_logs remembers how long every log under the work directory is.
+mark_logs() {
+	local f
+	log_marks=()
+	while IFS= read -r f; do
+		log_marks[$f]=$(wc -l <"$f")
+	done < <(find "$work" -name '*.log' -type f)
+}
+# new_crashes prints the crash lines logged since mark_logs.
+new_crashes() {
+	local f from
+	while IFS= read -r f; do
+		from=${log_marks[$f]:-0}
+		(($(wc -l <"$f") < from)) && from=0
+		tail -n +$((from + 1)) "$f" | grep -E 'was terminated by signal (4|6|7|8|11):' | sed "s#^#$(basename "$f"): #" || true
+	done < <(find "$work" -name '*.log' -type f)
+}
 failed=0
 summary=()
 total_started=$SECONDS
 for t in "${tests[@]}"; do
-	say "running $t ..."
-	started=$SECONDS
-	rc=0
-	as_user bash -c 'cd "$1" && exec timeout --kill-after=30 "$2" prove -v "t/$3.pl"' _ \
-		"$tap" "$timeout_s" "$t" >"$work/logs/$t.tap" 2>&1 || rc=$?
-	took=$((SECONDS - started))
-	stop_nodes
 	tapf=$work/logs/$t.tap
-	oks=$(grep -cE '^ok [0-9]+' "$tapf" || true)
-	noks=$(grep -cE '^not ok [0-9]+' "$tapf" || true)
-	plan=$(grep -oE '^1\.\.[0-9]+' "$tapf" | head -1 | cut -d. -f3 || true)
-	# prove shows a skip_all as "t/<test>.pl .. skipped: <reason>".
-	if grep -qE '^1\.\.0 # ?(SKIP|skip)|^t/[^ ]+ \.+ skipped:|^Result: NOTESTS' "$tapf"; then
-		result=SKIPPED
-	elif ((rc == 0)); then
-		result=PASS
-	elif ((rc == 124 || rc == 137)); then
-		result="FAIL (timed out after ${timeout_s}s)"
-		failed=1
-	else
-		result=FAIL
-		failed=1
+	for attempt in 1 2; do
+		say "running $t ..."
+		mark_logs
+		started=$SECONDS
+		rc=0
+		as_user bash -c 'cd "$1" && exec timeout --kill-after=30 "$2" prove -v "t/$3.pl"' _ \
+			"$tap" "$timeout_s" "$t" >"$tapf" 2>&1 || rc=$?
+		took=$((SECONDS - started))
+		stop_nodes
+		oks=$(grep -cE '^ok [0-9]+' "$tapf" || true)
+		noks=$(grep -cE '^not ok [0-9]+' "$tapf" || true)
+		plan=$(grep -oE '^1\.\.[0-9]+' "$tapf" | head -1 | cut -d. -f3 || true)
+		# prove shows a skip_all as "t/<test>.pl .. skipped: <reason>".
+		if grep -qE '^1\.\.0 # ?(SKIP|skip)|^t/[^ ]+ \.+ skipped:|^Result: NOTESTS' "$tapf"; then
+			result=SKIPPED
+		elif ((rc == 0)); then
+			result=PASS
+		elif ((rc == 124 || rc == 137)); then
+			result="FAIL (timed out after ${timeout_s}s)"
+		else
+			result=FAIL
+		fi
+		if [[ $result == FAIL* && $attempt == 1 && -z ${ZODAN_TAP_NO_RERUN:-} ]]; then
+			crashes=$(new_crashes)
+			if [[ -n $crashes ]]; then
+				echo "== $t: $result while a server process crashed; running it once more"
+				printf '%s\n' "$crashes" | cut -c1-300 | sed 's/^/   /'
+				grep -E '^not ok|^# +(Failed|Looks like)' "$tapf" | sed 's/^/   first run: /' || true
+				cp "$tapf" "$work/logs/$t.first.tap"
+				continue
+			fi
+		fi
+		break
+	done
+	if [[ $attempt == 2 && $result == PASS ]]; then
+		result="PASS (2nd run, after a server crash)"
 	fi
+	[[ $result == FAIL* ]] && failed=1
 	line=$(printf '%-32s %-8s %3s ok, %3s not ok, plan %-4s %5ss' "$t" "$result" "$oks" "$noks" "${plan:-?}" "$took")
 	summary+=("$line")
 	echo "== $line"
 	if [[ $result == SKIPPED ]]; then
 		grep -E '^1\.\.0|skipped:' "$tapf" | sed 's/^/   /'  || true
-	elif [[ $result != PASS ]]; then
+	elif [[ $result != PASS* ]]; then
 		# The failed assertions, and why the script stopped, if it died:
 		# the harness's die message and the last errors psql printed.
 		grep -E '^not ok|^# +(Failed|Looks like)' "$tapf" | sed 's/^/   /' || true
