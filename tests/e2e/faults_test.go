@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -126,6 +127,33 @@ func waitRollingBack(t *testing.T, n *spocktest.Node) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitForPhase watches the journal on n, the new node, closely (a phase
+// may last a fraction of a second) until the running operation is in
+// phase. It fails the test if the operation ends first.
+func waitForPhase(t *testing.T, n *spocktest.Node, phase string) {
+	t.Helper()
+	ctx := testContext(t)
+	journal, err := n.Connect(ctx, spocktest.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer journal.Close(context.Background())
+	for {
+		var state, current string
+		err := journal.QueryRow(ctx, `SELECT coalesce((SELECT state FROM spock.zodan_operations ORDER BY op_id DESC LIMIT 1), ''),
+		                                     coalesce((SELECT current_phase FROM spock.zodan_operations ORDER BY op_id DESC LIMIT 1), '')`).Scan(&state, &current)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state == "running" && current == phase {
+			return
+		}
+		if state != "" && state != "running" {
+			t.Fatalf("the operation ended (%s in %s) before phase %s was seen", state, current, phase)
+		}
 	}
 }
 
@@ -385,27 +413,10 @@ func TestFaultSourceCrashesWhileSubscribing(t *testing.T) {
 	if err := victim.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
-	journal, err := n4.Connect(ctx, spocktest.Database)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer journal.Close(context.Background())
-
 	done := startAddNode(ctx, n4, n1)
 	// Phase 8 creates the subscriptions to n4 on n1, n2 and n3 and waits
 	// for them to replicate: a second or two, watched closely.
-	var phase string
-	for phase != "subscribe" {
-		err := journal.QueryRow(ctx, `SELECT coalesce((SELECT state || ' ' || coalesce(current_phase, '') FROM spock.zodan_operations ORDER BY op_id DESC LIMIT 1), '')`).Scan(&phase)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasPrefix(phase, "running ") {
-			phase = strings.TrimPrefix(phase, "running ")
-		} else if phase != "" {
-			t.Fatalf("add_node ended (%s) before phase 8 was seen", phase)
-		}
-	}
+	waitForPhase(t, n4, "subscribe")
 	// SIGKILL, like a segfault, makes the postmaster end every session and
 	// recover: the crash restart a DBA sees.
 	f.restarted = "n1"
@@ -431,4 +442,64 @@ func TestFaultSourceCrashesWhileSubscribing(t *testing.T) {
 	}
 	t.Logf("add_node failed: %s\n%s", pg.Message, call.Messages())
 	f.wellAfter(t)
+}
+
+// A node of the cluster goes down during the join and stays down through
+// the rollback: add_node fails at once, rolls back everywhere else, and
+// its DETAIL names the node and gives the statements to run there. Once
+// the node is back, add_node again finishes that cleanup first and joins.
+func TestFaultPeerDownThroughRollback(t *testing.T) {
+	// n2 goes down as in a crash (immediate shutdown): durable commits, so
+	// that every row its clients saw committed must survive (see
+	// TestFaultSourceCrashesWhileSubscribing).
+	f := newFaultClusterWith(t, spocktest.NodeOptions{Settings: map[string]string{"synchronous_commit": "on"}})
+	n1, n2, n4 := f.c.Get("n1"), f.c.Get("n2"), f.n4
+	ctx := testContext(t)
+	done := startAddNode(ctx, n4, n1)
+	waitForPhase(t, n4, "subscribe")
+	f.restarted = "n2"
+	if err := n2.Cluster.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	call := <-done
+	pg := mustFail(t, "add_node while n2 is down", call, "", "add_node n4 failed in phase")
+	t.Logf("add_node failed: %s\nDETAIL: %s", pg.Message, pg.Detail)
+	for _, want := range []string{"Rolled back on every reachable node, but not on: n2",
+		"CALL add_node again (it finishes the cleanup first)", "on node n2: SELECT spock.sub_drop("} {
+		if !strings.Contains(pg.Detail, want) {
+			t.Errorf("DETAIL does not say %q:\n%s", want, pg.Detail)
+		}
+	}
+	if got := value[string](t, n4, `SELECT state || ': ' || coalesce(cleanup, '') FROM spock.zodan_operations ORDER BY op_id DESC LIMIT 1`); !strings.HasPrefix(got, "failed: Rolled back on every reachable node, but not on: n2") {
+		t.Errorf("the journal on n4 says %q", got)
+	}
+	if err := n2.Cluster.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// add_node starts only in a cluster that replicates (its checks say
+	// which subscription is down); n2's peers reconnect within seconds.
+	// What the rollback left on n2 (a subscription from n4) is not the
+	// cluster's.
+	err := spocktest.Poll(ctx, convergeLimit, func() (bool, string, error) {
+		for _, n := range f.c.Nodes {
+			bad, err := f.c.NotReplicating(ctx, n)
+			if err != nil {
+				return false, "", err
+			}
+			bad = slices.DeleteFunc(bad, func(s string) bool { return strings.HasPrefix(s, "sub_n4_") })
+			if len(bad) > 0 {
+				return false, n.Name + ": " + strings.Join(bad, ", "), nil
+			}
+		}
+		return true, "", nil
+	})
+	if err != nil {
+		t.Fatalf("the cluster does not replicate once n2 is back: %v", err)
+	}
+	retry := n4.AddNode(ctx, n1)
+	mustSucceed(t, "add_node n4 once n2 is back", retry)
+	if !strings.Contains(retry.Messages(), "cleaning up after add_node of n4") {
+		t.Errorf("the retry did not say it cleaned up:\n%s", retry.Messages())
+	}
+	f.converged(t)
 }
