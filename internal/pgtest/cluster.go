@@ -69,8 +69,9 @@ func DefaultBinDir() string {
 }
 
 // Start initialises and starts a cluster; t.Cleanup reports any server
-// process that crashed (CrashReport), stops it and removes its directory. A cluster that cannot start fails the test with the tail
-// of the server log.
+// process that crashed (CrashReport), stops it and removes its directory.
+// A cluster that cannot start fails the test with the tail of the server
+// log.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	c, err := New(opts)

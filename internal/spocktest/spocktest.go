@@ -413,9 +413,19 @@ func (c *Cluster) crashLines() []string {
 // crash refuses connections for a moment; that is a state to wait out,
 // not an answer.
 func (c *Cluster) WaitReplicating(ctx context.Context, limit time.Duration) error {
+	return c.WaitReplicatingExcept(ctx, limit, nil)
+}
+
+// WaitReplicatingExcept is WaitReplicating ignoring the subscriptions
+// whose name ignore accepts (nil: none), such as what a failed join left
+// behind until the next one cleans it up.
+func (c *Cluster) WaitReplicatingExcept(ctx context.Context, limit time.Duration, ignore func(sub string) bool) error {
 	return Poll(ctx, limit, func() (bool, string, error) {
 		for _, n := range c.Nodes {
 			bad, err := c.NotReplicating(ctx, n)
+			if ignore != nil {
+				bad = slices.DeleteFunc(bad, func(s string) bool { return ignore(strings.Fields(s)[0]) })
+			}
 			if recovering(err) {
 				return false, n.Name + ": " + err.Error(), nil
 			}
